@@ -1,0 +1,139 @@
+"""The lab's host image: a Debian bookworm root filesystem that boots systemd under nspawn.
+
+Built once with debootstrap (~1 minute), kept as a zstd tarball and as an unpacked directory
+that every host mounts read-only as the lower layer of its overlay. The cache key is a hash of
+the recipe, so changing the package list or the customisation builds a new image instead of
+reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .system import LabError, run
+
+SUITE = "bookworm"
+# What a bare-metal Debian host has before we touch it, plus sshd, sudo and python3 (pyinfra
+# needs a POSIX shell; python3 lets the fake nvidia-smi and the deploy's checks run).
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-server", "python3", "sudo",
+    "iproute2", "ca-certificates", "procps",
+)
+# Bump when customise() changes: the cache key then changes and the image is rebuilt.
+RECIPE_VERSION = 1
+APT_SOURCES = "/etc/apt/sources.list.d/debian.sources"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEPLOY_USER = "deploy"
+
+
+def machine_mirror() -> str:
+    """The Debian mirror this machine's apt uses: the hosts use the same one."""
+    try:
+        for line in Path(APT_SOURCES).read_text().splitlines():
+            if line.startswith("URIs:"):
+                return line.split()[1]
+    except FileNotFoundError:
+        pass
+    return DEFAULT_MIRROR
+
+
+@dataclass(frozen=True)
+class Image:
+    cache_dir: Path
+    mirror: str
+
+    @property
+    def key(self) -> str:
+        recipe = json.dumps([SUITE, PACKAGES, RECIPE_VERSION, self.mirror])
+        return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+    @property
+    def rootfs(self) -> Path:
+        return self.cache_dir / f"rootfs-{self.key}"
+
+    @property
+    def tarball(self) -> Path:
+        return self.cache_dir / f"rootfs-{self.key}.tar.zst"
+
+    def ensure(self, say) -> str:
+        """Make the unpacked rootfs exist; returns how: 'cached', 'restored' or 'built'."""
+        if (self.rootfs / "lib/systemd/systemd").exists():
+            return "cached"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.cache_dir / f".staging-{self.key}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            if self.tarball.exists():
+                run(["tar", "-C", str(staging), "--zstd", "-xpf", str(self.tarball),
+                     "--numeric-owner"], timeout=300)
+                how = "restored"
+            else:
+                self._build(staging, say)
+                how = "built"
+            shutil.rmtree(self.rootfs, ignore_errors=True)
+            staging.rename(self.rootfs)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return how
+
+    def _build(self, rootfs: Path, say) -> None:
+        started = time.monotonic()
+        say(f"building the host image (debootstrap {SUITE}, about a minute) into {self.cache_dir}")
+        debs = self.cache_dir / "debs"
+        debs.mkdir(exist_ok=True)
+        log = self.cache_dir / "debootstrap.log"
+        result = run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                      f"--cache-dir={debs}", SUITE, str(rootfs), self.mirror],
+                     check=False, timeout=900)
+        log.write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise LabError(f"debootstrap failed (exit {result.returncode}, log {log}):\n{tail}")
+        say(f"debootstrap done in {time.monotonic() - started:.0f} s")
+        customise(rootfs)
+        partial = self.tarball.with_suffix(".partial")
+        run(["tar", "-C", str(rootfs), "--zstd", "-cpf", str(partial), "--numeric-owner", "."],
+            timeout=300)
+        partial.rename(self.tarball)
+        size_mb = self.tarball.stat().st_size / 2**20
+        say(f"image built in {time.monotonic() - started:.0f} s; cached as {self.tarball} "
+            f"({size_mb:.0f} MB)")
+
+
+def customise(rootfs: Path) -> None:
+    """Make the fresh rootfs a generic host; everything per host happens later, in its overlay."""
+    # the same archive and apt settings as this machine
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+    if os.path.exists(APT_SOURCES):
+        shutil.copy(APT_SOURCES, rootfs / "etc/apt/sources.list.d/")
+    for snippet in glob.glob("/etc/apt/apt.conf.d/*"):
+        target = rootfs / "etc/apt/apt.conf.d" / os.path.basename(snippet)
+        if os.path.isfile(snippet) and not target.exists():
+            shutil.copy(snippet, target)
+    # no background apt run may grab the dpkg lock in the middle of a deploy or a test
+    run(["chroot", str(rootfs), "systemctl", "mask", "apt-daily.timer",
+         "apt-daily-upgrade.timer"], check=False)
+    # a per-host identity is made when the host is created
+    for key in glob.glob(str(rootfs / "etc/ssh/ssh_host_*")):
+        os.unlink(key)
+    (rootfs / "etc/machine-id").write_text("")
+    (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    (rootfs / "etc/hostname").unlink(missing_ok=True)
+    # the account a typical bare-metal host gives its operators: a user with passwordless sudo
+    run(["chroot", str(rootfs), "useradd", "-m", "-s", "/bin/bash", "-G", "sudo", DEPLOY_USER])
+    sudoers = rootfs / "etc/sudoers.d" / DEPLOY_USER
+    sudoers.write_text(f"{DEPLOY_USER} ALL=(ALL) NOPASSWD:ALL\n")
+    sudoers.chmod(0o440)
+    run(["chroot", str(rootfs), "apt-get", "clean"], check=False)
+    shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+    (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True)
+    for log in glob.glob(str(rootfs / "var/log/*.log")):
+        os.unlink(log)
