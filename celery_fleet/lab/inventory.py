@@ -1,0 +1,38 @@
+"""The running lab as pyinfra inventory groups (used by inventory/lab.py).
+
+Pure: a lab state (what `fleet lab up` wrote) in, pyinfra's (name, data) host tuples by group
+out, so the mapping is tested without a lab.
+"""
+
+from __future__ import annotations
+
+from .spec import ROLE_GROUPS, HostSpec
+
+
+def host_data(state: dict, record: dict) -> dict:
+    """How pyinfra reaches a lab host: as `deploy` with sudo, host keys pinned strictly."""
+    spec = HostSpec.from_dict(record["spec"])
+    return {
+        "ssh_hostname": record["ip"],
+        "ssh_user": "deploy",
+        "ssh_key": state["ssh_key"],
+        "ssh_known_hosts_file": state["known_hosts"],
+        "ssh_strict_host_key_checking": "yes",
+        "ssh_allow_agent": False,
+        "ssh_look_for_keys": False,
+        "_sudo": True,
+        # what the lab simulates, so tests can compare facts with it
+        "lab_ram_mb": spec.ram_mb,
+        "lab_cores": spec.cores,
+        "lab_gpu_vram_mb": list(spec.gpu_vram_mb),
+        "private_address": record["ip"],
+    }
+
+
+def inventory_groups(state: dict) -> dict[str, list[tuple[str, dict]]]:
+    groups: dict[str, list[tuple[str, dict]]] = {group: [] for group in ROLE_GROUPS.values()}
+    for record in state["hosts"]:
+        spec = HostSpec.from_dict(record["spec"])
+        for group in spec.groups:
+            groups[group].append((spec.name, host_data(state, record)))
+    return groups

@@ -1,0 +1,1 @@
+pytest_plugins = ["celery_fleet.lab.pytest_plugin"]
