@@ -1,0 +1,180 @@
+"""Every knob of celery-fleet, declared once: key, default, what is accepted, what it does.
+
+Inventory host data and group data only override these (`fleet plan --set KEY=VALUE` too);
+nothing else in the project carries a fallback of its own. The README's settings table is
+checked against this mapping by tests/test_readme.py.
+
+A default of None means "computed by the sizing core from the host's facts" (see sizing.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+EMBEDDING_POOLS = ("gevent", "threads", "prefork", "solo")
+LLM_CPU_POOLS = ("prefork", "solo")  # CPU inference in threads/greenlets fights the GIL and BLAS
+LLM_GPU_POOLS = ("threads", "solo")  # CUDA cannot be initialised again in a forked child
+
+
+class SettingsError(ValueError):
+    """A bad inventory value: names the host, the key, the value and what is accepted."""
+
+    def __init__(self, host: str, key: str, value: Any, accepted: str):
+        self.host, self.key, self.value, self.accepted = host, key, value, accepted
+        super().__init__(f"host {host!r}: {key}={value!r} is not accepted: {accepted}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: Any
+    accepted: str  # what a user reads when their value is refused
+    check: Callable[[Any], bool]  # True when a value (already not None) is accepted
+    doc: str
+    group: str  # facts, embedding, llm, redis, deploy
+
+
+def _int_at_least(minimum: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _number_above_zero(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _one_of(*choices: str) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _vram_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(_int_at_least(1024)(x) for x in v)
+
+
+def _path_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(x, str) and x for x in v)
+
+
+_SETTINGS = [
+    # -- facts: detected on each host; set them to override detection or to preview a plan --
+    Setting("ram_mb", None, "a whole number of MB >= 512", _int_at_least(512),
+            "RAM of the host in MB (detected: pyinfra hardware.Memory)", "facts"),
+    Setting("cores", None, "a whole number >= 1", _int_at_least(1),
+            "CPU cores of the host (detected: pyinfra hardware.Cpus)", "facts"),
+    Setting("gpus", None, "a list of VRAM sizes in MB (each >= 1024), [] for none",
+            _vram_list, "VRAM of each NVIDIA GPU in MB (detected: nvidia-smi)", "facts"),
+    # -- embedding worker --
+    Setting("embedding_pool", "gevent", f"one of {', '.join(EMBEDDING_POOLS)}",
+            _one_of(*EMBEDDING_POOLS),
+            "Celery pool of the embedding worker (I/O-bound: gevent or threads)", "embedding"),
+    Setting("embedding_concurrency", None, "a whole number >= 1", _int_at_least(1),
+            "tasks in flight per host (default: by RAM tier, capped by the rate limit)",
+            "embedding"),
+    Setting("embedding_processes", None, "a whole number >= 1", _int_at_least(1),
+            "worker processes sharing that concurrency (default: one per 32 greenlets)",
+            "embedding"),
+    Setting("embedding_rate_limit_per_min", None, "a number of requests per minute > 0",
+            _number_above_zero,
+            "the embeddings API's rate limit, shared by every embedding host", "embedding"),
+    Setting("embedding_latency_ms", None, "a number of milliseconds > 0", _number_above_zero,
+            "end-to-end time of one embedding request; with the rate limit it caps concurrency",
+            "embedding"),
+    Setting("embedding_memory_max_mb", None, "a whole number of MB >= 256", _int_at_least(256),
+            "MemoryMax= of each embedding worker process (default: by RAM tier)", "embedding"),
+    Setting("embedding_max_tasks_per_child", 100, "a whole number >= 1", _int_at_least(1),
+            "recycle a pool child after this many tasks (prefork only)", "embedding"),
+    Setting("embedding_api_url", "", "a URL such as http://10.0.0.5:8000/v1", _text,
+            "OpenAI-compatible API base URL the embed task calls", "embedding"),
+    Setting("embedding_model", "text-embedding-3-small", "a model name", _text,
+            "model name sent to the embeddings API", "embedding"),
+    Setting("embedding_api_key", "", "a string (kept in the 0600 .env file only)", _text,
+            "API key for the embeddings API; never printed", "embedding"),
+    # -- LLM worker --
+    Setting("llm_pool", None, f"on CPU one of {', '.join(LLM_CPU_POOLS)}; on GPU one of "
+            f"{', '.join(LLM_GPU_POOLS)}", _one_of(*set(LLM_CPU_POOLS + LLM_GPU_POOLS)),
+            "Celery pool of the LLM worker (default: prefork on CPU, threads on GPU)", "llm"),
+    Setting("llm_concurrency", None, "a whole number >= 1", _int_at_least(1),
+            "tasks at once per LLM worker instance (default: 1 on CPU, 2-4 by VRAM on GPU)",
+            "llm"),
+    Setting("llm_threads", None, "a whole number >= 1", _int_at_least(1),
+            "inference threads per task (default: cores / concurrency)", "llm"),
+    Setting("llm_model_vram_mb", 8192, "a whole number of MB >= 256", _int_at_least(256),
+            "VRAM the model's weights take on one GPU", "llm"),
+    Setting("llm_kv_cache_per_task_mb", 2048, "a whole number of MB >= 64", _int_at_least(64),
+            "VRAM one concurrent generation needs beside the weights (KV cache)", "llm"),
+    Setting("llm_api_url", "http://127.0.0.1:8080/v1", "a URL", _text,
+            "OpenAI-compatible completions endpoint on the host (llama.cpp, vLLM, Ollama)",
+            "llm"),
+    Setting("llm_model", "default", "a model name", _text,
+            "model name sent to the completions endpoint", "llm"),
+    # -- Redis --
+    Setting("redis_maxmemory_mb", None, "a whole number of MB >= 64", _int_at_least(64),
+            "Redis maxmemory (default: a share of the broker's RAM)", "redis"),
+    Setting("redis_port", 6379, "a port number 1-65535",
+            lambda v: _int_at_least(1)(v) and v <= 65535, "port Redis listens on", "redis"),
+    Setting("redis_password", None, "a string of at least 16 characters",
+            lambda v: isinstance(v, str) and len(v) >= 16,
+            "broker password (default: generated once, kept on the controller, mode 0600)",
+            "redis"),
+    # -- deploy --
+    Setting("private_address", None, "an IP address or host name", _text,
+            "address the fleet reaches this host on (default: its SSH address)", "deploy"),
+    Setting("service_user", "celery", "a user name", _text,
+            "system user the workers run as", "deploy"),
+    Setting("install_dir", "/opt/celery-fleet", "an absolute path",
+            lambda v: isinstance(v, str) and v.startswith("/"),
+            "virtualenv and application directory on the hosts", "deploy"),
+    Setting("worker_app_source", "worker", "a directory with a Python project (pyproject.toml)",
+            _text, "the Celery application to install (relative to the project)", "deploy"),
+    Setting("worker_app_module", "fleet_worker.app", "a Python module path", _text,
+            "celery -A value", "deploy"),
+    Setting("extra_ca_certificates", [], "a list of certificate file paths on the controller",
+            _path_list, "CA certificates the hosts must trust (pip behind a TLS proxy)",
+            "deploy"),
+    Setting("pip_index_url", "", "a URL, or empty for PyPI", _text,
+            "package index the hosts install Python packages from", "deploy"),
+]
+
+SETTINGS: dict[str, Setting] = {s.key: s for s in _SETTINGS}
+DEFAULTS: dict[str, Any] = {s.key: s.default for s in _SETTINGS}
+
+# Host data keys that belong to pyinfra or to the lab, not to us: never reported as unknown.
+FOREIGN_PREFIXES = ("ssh_", "_", "lab_", "winrm_", "docker_", "chroot_", "local_")
+# Prefixes that mark a key as ours: an unknown key with one of them is a typo.
+OWN_PREFIXES = ("embedding_", "llm_", "redis_", "worker_", "fleet_")
+
+
+def did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def resolve(host: str, data: dict) -> dict[str, Any]:
+    """Defaults overlaid with the host's data, every value checked; raises SettingsError."""
+    resolved = dict(DEFAULTS)
+    for key, value in data.items():
+        if key in SETTINGS:
+            setting = SETTINGS[key]
+            if value is not None and not setting.check(value):
+                raise SettingsError(host, key, value, setting.accepted)
+            resolved[key] = value
+        elif not key.startswith(FOREIGN_PREFIXES) and (
+                key.startswith(OWN_PREFIXES) or did_you_mean(key)):
+            raise SettingsError(host, key, value, "no such setting" + did_you_mean(key)
+                                + "; settings are listed in README.md")
+    return resolved
+
+
+def parse_cli_value(key: str, text: str) -> Any:
+    """A --set KEY=VALUE value typed like the default it overrides (ints, lists, strings)."""
+    import yaml
+
+    if key not in SETTINGS:
+        raise SettingsError("(command line)", key, text, "no such setting" + did_you_mean(key))
+    value = yaml.safe_load(text)
+    return text if isinstance(value, (str, type(None))) and text != "null" else value

@@ -1,0 +1,313 @@
+"""The sizing core: host facts + settings in, a plan out. Pure: no pyinfra, no I/O.
+
+Every rule is a named constant with its reason; figures marked SIZING.md were measured on this
+project's machine kind with real `celery worker` processes (../shared/SIZING.md, re-measured by
+`fleet bench`, see README "Measured").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .settings import LLM_CPU_POOLS, LLM_GPU_POOLS, SettingsError, resolve
+
+# ---- embedding worker ---------------------------------------------------------------------
+# RAM tiers from the design documents: ~4 GB -> 8, ~8 GB -> 16, 16 GB and more -> 32 tasks in
+# flight, with MemoryMax 4G / 6G / 8G. "~": a machine sold as N GB reports 3-5 % less (kernel,
+# firmware reservations), so each tier starts at 90 % of its nominal size.
+NOMINAL_SHARE = 0.9
+EMBEDDING_RAM_TIERS = (  # (nominal RAM MB, concurrency, memory max MB), largest first
+    (16384, 32, 8192),
+    (8192, 16, 6144),
+    (4096, 8, 4096),
+)
+# Below ~4 GB the documents give nothing: half the tier's greenlets, half the RAM as ceiling.
+EMBEDDING_SMALL_HOST_CONCURRENCY = 4
+EMBEDDING_SMALL_HOST_MEMORY_SHARE = 0.5
+# SIZING.md: one gevent process spends ~6-7 ms CPU per embedding task and saturates near
+# 130-150 tasks/s; gevent 64 and 128 in one process were no faster than 32, two processes of
+# 64 reached 176/s. Past 32 greenlets, add a process instead.
+GEVENT_PER_PROCESS_MAX = 32
+# SIZING.md, 50 requests/s limit, 200 ms endpoint: gevent 12 was best (49/s, no 429); 16 and up
+# brought 429 storms and slower tasks. Best = 1.05 x rate x measured end-to-end latency.
+LITTLE_LAW_HEADROOM = 1.05
+# Pools whose concurrency is greenlets/threads inside one process (split across processes).
+IN_PROCESS_POOLS = ("gevent", "threads")
+
+# ---- LLM worker ---------------------------------------------------------------------------
+# SIZING.md, 8 CPU-bound inference tasks using all cores: concurrency 1 -> 0.39 tasks/s, mean
+# completion 11.5 s; 2 -> 0.28/s, 17.4 s; 4 -> 0.26/s, 23.5 s. One at a time wins both.
+LLM_CPU_CONCURRENCY = 1
+# The design documents: 2 to 4 concurrent generations per GPU, by VRAM.
+LLM_GPU_CONCURRENCY_MIN = 2
+LLM_GPU_CONCURRENCY_MAX = 4
+# Share of a GPU's VRAM usable by weights + KV cache (the CUDA context and allocator
+# fragmentation take the rest; vLLM's default gpu_memory_utilization is 0.9 for this reason).
+GPU_VRAM_USABLE_SHARE = 0.9
+
+# ---- Redis --------------------------------------------------------------------------------
+# Celery's Redis transport loses queued tasks if Redis evicts keys: only noeviction is safe.
+REDIS_MAXMEMORY_POLICY = "noeviction"
+# An AOF rewrite or RDB snapshot forks Redis; copy-on-write can double its memory in the worst
+# case, so a dedicated broker gives Redis half its RAM, and a quarter when workers share it.
+REDIS_RAM_SHARE_DEDICATED = 0.5
+REDIS_RAM_SHARE_WITH_WORKERS = 0.25
+REDIS_MAXMEMORY_MIN_MB = 64
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    vram_mb: int
+    name: str = ""
+    uuid: str = ""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    ram_mb: int
+    cores: int
+    gpus: tuple[Gpu, ...] = ()
+    gpu_problem: str = ""  # why GPUs could not be detected (nvidia-smi failed), if so
+
+
+@dataclass(frozen=True)
+class EmbeddingPlan:
+    pool: str
+    concurrency: int  # per worker process
+    processes: int
+    memory_max_mb: int  # per worker process
+    max_tasks_per_child: int
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def total_concurrency(self) -> int:
+        return self.concurrency * self.processes
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        """systemd template instance names: celery-embedding-worker@1 ... @N."""
+        return tuple(str(i) for i in range(1, self.processes + 1))
+
+
+@dataclass(frozen=True)
+class LlmInstance:
+    name: str  # "cpu", or "gpu0", "gpu1", ... (the systemd template instance)
+    gpu_index: int | None
+    concurrency: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class LlmPlan:
+    device: str  # "cpu" or "gpu"
+    pool: str
+    concurrency: int  # per instance (the smallest, where GPUs differ)
+    threads: int
+    instances: tuple[LlmInstance, ...]
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RedisPlan:
+    maxmemory_mb: int
+    maxmemory_policy: str = REDIS_MAXMEMORY_POLICY
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: str
+    facts: HostFacts
+    roles: tuple[str, ...]
+    embedding: EmbeddingPlan | None = None
+    llm: LlmPlan | None = None
+    redis: RedisPlan | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict:
+        out: dict = {"host": self.host, "facts": {
+            "ram_mb": self.facts.ram_mb, "cores": self.facts.cores,
+            "gpus_vram_mb": [g.vram_mb for g in self.facts.gpus]}}
+        if self.embedding:
+            out["embedding"] = dict(asdict(self.embedding), reasons=list(self.embedding.reasons),
+                                    total_concurrency=self.embedding.total_concurrency)
+        if self.llm:
+            out["llm"] = {"device": self.llm.device, "pool": self.llm.pool,
+                          "concurrency": self.llm.concurrency,
+                          "instances": len(self.llm.instances), "threads": self.llm.threads,
+                          "per_instance": [asdict(i) for i in self.llm.instances],
+                          "reasons": list(self.llm.reasons)}
+        if self.redis:
+            out["redis"] = dict(asdict(self.redis), reasons=list(self.redis.reasons))
+        out["warnings"] = list(self.warnings)
+        return out
+
+
+def apply_fact_overrides(detected: HostFacts, settings: dict) -> HostFacts:
+    """Inventory values for ram_mb, cores and gpus win over what was detected."""
+    gpus = detected.gpus
+    problem = detected.gpu_problem
+    if settings["gpus"] is not None:
+        gpus = tuple(Gpu(i, vram) for i, vram in enumerate(settings["gpus"]))
+        problem = ""
+    return HostFacts(
+        ram_mb=settings["ram_mb"] if settings["ram_mb"] is not None else detected.ram_mb,
+        cores=settings["cores"] if settings["cores"] is not None else detected.cores,
+        gpus=gpus, gpu_problem=problem)
+
+
+# ---- the rules ----------------------------------------------------------------------------
+
+def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> EmbeddingPlan:
+    reasons = []
+    for nominal, tier_concurrency, tier_memory in EMBEDDING_RAM_TIERS:
+        if facts.ram_mb >= nominal * NOMINAL_SHARE:
+            concurrency, memory_max = tier_concurrency, min(tier_memory, facts.ram_mb)
+            reasons.append(f"{facts.ram_mb} MB RAM is the ~{nominal // 1024} GB tier: "
+                           f"{tier_concurrency} in flight, MemoryMax {memory_max} MB")
+            break
+    else:
+        concurrency = EMBEDDING_SMALL_HOST_CONCURRENCY
+        memory_max = int(facts.ram_mb * EMBEDDING_SMALL_HOST_MEMORY_SHARE)
+        reasons.append(f"{facts.ram_mb} MB RAM is below the ~4 GB tier: {concurrency} in flight, "
+                       f"MemoryMax half the RAM")
+
+    rate, latency = s["embedding_rate_limit_per_min"], s["embedding_latency_ms"]
+    if rate and latency:
+        fleet_cap = math.ceil(LITTLE_LAW_HEADROOM * rate / 60 * latency / 1000)
+        host_cap = max(1, math.ceil(fleet_cap / max(1, embedding_hosts)))
+        if host_cap < concurrency:
+            concurrency = host_cap
+            reasons.append(
+                f"rate limit {rate:g}/min x {latency:g} ms x {LITTLE_LAW_HEADROOM} (Little's law)"
+                f" = {fleet_cap} in flight fleet-wide, {host_cap} on each of {embedding_hosts} "
+                "host(s): more would only collect 429s")
+    elif rate:
+        reasons.append("rate limit given without embedding_latency_ms: concurrency not capped")
+
+    if s["embedding_concurrency"] is not None:
+        concurrency = s["embedding_concurrency"]
+        reasons.append(f"embedding_concurrency={concurrency} set in the inventory")
+    if s["embedding_memory_max_mb"] is not None:
+        memory_max = s["embedding_memory_max_mb"]
+        reasons.append(f"embedding_memory_max_mb={memory_max} set in the inventory")
+
+    pool = s["embedding_pool"]
+    if pool == "solo":
+        concurrency, processes = 1, 1
+        reasons.append("solo pool runs one task at a time")
+    elif s["embedding_processes"] is not None:
+        processes = s["embedding_processes"]
+        reasons.append(f"embedding_processes={processes} set in the inventory")
+    elif pool in IN_PROCESS_POOLS and concurrency > GEVENT_PER_PROCESS_MAX:
+        processes = min(math.ceil(concurrency / GEVENT_PER_PROCESS_MAX), facts.cores)
+        reasons.append(f"one process drives ~{GEVENT_PER_PROCESS_MAX} {pool} tasks "
+                       f"(~7 ms CPU each): {processes} process(es) on {facts.cores} core(s)")
+    else:
+        processes = 1
+    per_process = max(1, math.ceil(concurrency / processes))
+    if pool == "prefork":
+        reasons.append("prefork forks one child per task slot (~50 MB each)")
+    return EmbeddingPlan(pool, per_process, processes, memory_max,
+                         s["embedding_max_tasks_per_child"], tuple(reasons))
+
+
+def _gpu_concurrency(gpu: Gpu, s: dict) -> int:
+    """Generations that fit beside the weights: 0 when the model itself does not fit."""
+    free = gpu.vram_mb * GPU_VRAM_USABLE_SHARE - s["llm_model_vram_mb"]
+    fits = int(free // s["llm_kv_cache_per_task_mb"]) if free > 0 else 0
+    if fits >= LLM_GPU_CONCURRENCY_MIN:
+        return min(fits, LLM_GPU_CONCURRENCY_MAX)
+    return fits
+
+
+def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
+    warnings: list[str] = []
+    reasons: list[str] = []
+    usable = []
+    for gpu in facts.gpus:
+        fits = _gpu_concurrency(gpu, s)
+        if fits == 0:
+            warnings.append(f"GPU {gpu.index} ({gpu.vram_mb} MB) cannot hold the model "
+                            f"({s['llm_model_vram_mb']} MB) and one generation: not used")
+        else:
+            usable.append((gpu, fits))
+    if facts.gpu_problem:
+        warnings.append(f"GPU detection failed ({facts.gpu_problem}): planning for CPU")
+
+    if usable:
+        pool = s["llm_pool"] or "threads"
+        if pool not in LLM_GPU_POOLS:
+            raise SettingsError(host, "llm_pool", pool, f"on a GPU host one of "
+                                f"{', '.join(LLM_GPU_POOLS)} (CUDA cannot be used again in "
+                                "a forked child)")
+        threads = s["llm_threads"] or max(1, facts.cores // len(usable))
+        instances = []
+        for gpu, fits in usable:
+            concurrency = s["llm_concurrency"] or fits
+            if pool == "solo":
+                concurrency = 1
+            instances.append(LlmInstance(f"gpu{gpu.index}", gpu.index, concurrency, threads))
+            reasons.append(
+                f"GPU {gpu.index}: {gpu.vram_mb} MB x {GPU_VRAM_USABLE_SHARE} - model "
+                f"{s['llm_model_vram_mb']} MB leaves room for {fits} x "
+                f"{s['llm_kv_cache_per_task_mb']} MB generations -> {concurrency} at once")
+        reasons.append(f"one worker per GPU, pinned with CUDA_VISIBLE_DEVICES; pool {pool}")
+        if s["llm_concurrency"]:
+            reasons.append(f"llm_concurrency={s['llm_concurrency']} set in the inventory")
+        return LlmPlan("gpu", pool, min(i.concurrency for i in instances), threads,
+                       tuple(instances), tuple(reasons)), warnings
+
+    pool = s["llm_pool"] or "prefork"
+    if pool not in LLM_CPU_POOLS:
+        raise SettingsError(host, "llm_pool", pool, f"on a host without GPUs one of "
+                            f"{', '.join(LLM_CPU_POOLS)} (CPU inference is CPU-bound: "
+                            "greenlets and threads only queue behind the GIL)")
+    concurrency = LLM_CPU_CONCURRENCY
+    reasons.append("CPU inference uses every core: one generation at a time is fastest "
+                   "(measured 0.39 tasks/s at 1, 0.28 at 2, 0.26 at 4); scale out with hosts")
+    if s["llm_concurrency"]:
+        concurrency = s["llm_concurrency"]
+        reasons.append(f"llm_concurrency={concurrency} set in the inventory")
+    if pool == "solo":
+        concurrency = 1
+    threads = s["llm_threads"] or max(1, facts.cores // concurrency)
+    reasons.append(f"{threads} inference thread(s) per generation ({facts.cores} cores / "
+                   f"{concurrency})" if not s["llm_threads"] else f"llm_threads={threads} set")
+    return LlmPlan("cpu", pool, concurrency, threads,
+                   (LlmInstance("cpu", None, concurrency, threads),), tuple(reasons)), warnings
+
+
+def plan_redis(facts: HostFacts, s: dict, shares_with_workers: bool) -> RedisPlan:
+    if s["redis_maxmemory_mb"] is not None:
+        return RedisPlan(s["redis_maxmemory_mb"], reasons=("redis_maxmemory_mb set in the "
+                                                            "inventory",))
+    share = REDIS_RAM_SHARE_WITH_WORKERS if shares_with_workers else REDIS_RAM_SHARE_DEDICATED
+    maxmemory = max(REDIS_MAXMEMORY_MIN_MB, int(facts.ram_mb * share))
+    why = "workers share this host" if shares_with_workers else "dedicated broker"
+    return RedisPlan(maxmemory, reasons=(
+        f"{share:.0%} of {facts.ram_mb} MB ({why}; a fork for persistence can double Redis's "
+        "memory)", f"maxmemory-policy {REDIS_MAXMEMORY_POLICY}: Celery loses tasks if Redis "
+        "evicts"))
+
+
+ALL_ROLES = ("broker", "embedding", "llm")
+
+
+def plan_host(host: str, detected: HostFacts, data: dict, roles: tuple[str, ...] = ALL_ROLES,
+              embedding_hosts: int = 1) -> HostPlan:
+    """The plan for one host. data: its inventory values (validated here)."""
+    settings = resolve(host, data)
+    facts = apply_fact_overrides(detected, settings)
+    warnings: list[str] = []
+    embedding = llm = redis = None
+    if "embedding" in roles:
+        embedding = plan_embedding(facts, settings, embedding_hosts)
+    if "llm" in roles:
+        llm, llm_warnings = plan_llm(host, facts, settings)
+        warnings += llm_warnings
+    if "broker" in roles:
+        redis = plan_redis(facts, settings, shares_with_workers=len(roles) > 1)
+    return HostPlan(host, facts, tuple(roles), embedding, llm, redis, tuple(warnings))

@@ -1,0 +1,216 @@
+"""The sizing core against a table of host shapes: 1 to 128 cores, 2 GB to 1 TB, 0 to 8 GPUs."""
+
+import pytest
+
+from celery_fleet.settings import DEFAULTS, SettingsError, resolve
+from celery_fleet.sizing import (Gpu, HostFacts, plan_embedding, plan_host, plan_llm,
+                                 plan_redis)
+
+GB = 1024
+
+
+def gpus(count, vram_gb):
+    return tuple(Gpu(i, vram_gb * GB) for i in range(count))
+
+
+def facts(ram_gb, cores, gpu_count=0, vram_gb=24):
+    return HostFacts(int(ram_gb * GB), cores, gpus(gpu_count, vram_gb))
+
+
+# host shape -> (embedding pool, concurrency, processes, memory max MB)
+EMBEDDING_TABLE = [
+    (facts(2, 1), ("gevent", 4, 1, 1024)),
+    (facts(3.5, 2), ("gevent", 4, 1, 1792)),
+    (facts(3.7, 1), ("gevent", 8, 1, 3788)),  # a "4 GB" machine reporting 3.7 GB
+    (facts(4, 1), ("gevent", 8, 1, 4096)),
+    (facts(7.5, 2), ("gevent", 16, 1, 6144)),  # a "8 GB" machine
+    (facts(8, 2), ("gevent", 16, 1, 6144)),
+    (facts(12, 4), ("gevent", 16, 1, 6144)),
+    (facts(15.6, 8), ("gevent", 32, 1, 8192)),  # a "16 GB" machine
+    (facts(64, 16), ("gevent", 32, 1, 8192)),
+    (facts(1024, 128, 8, 80), ("gevent", 32, 1, 8192)),
+]
+
+
+@pytest.mark.parametrize("host, expected", EMBEDDING_TABLE)
+def test_embedding_by_ram_tier(host, expected):
+    plan = plan_embedding(host, DEFAULTS)
+    assert (plan.pool, plan.concurrency, plan.processes, plan.memory_max_mb) == expected
+    assert plan.max_tasks_per_child == 100
+    assert plan.reasons
+
+
+# (rate/min, latency ms, embedding hosts) -> concurrency per host on a 16 GB host
+@pytest.mark.parametrize("rate, latency, hosts, expected", [
+    (3000, 229, 1, 13),  # SIZING.md: 50/s x 0.229 s x 1.05 = 12.02 -> 13 (12 measured best)
+    (3000, 200, 2, 6),   # the same limit shared by two hosts
+    (600, 200, 1, 3),
+    (60, 50, 4, 1),      # never below one
+    (100000, 200, 1, 32),  # a generous limit does not raise the RAM tier
+])
+def test_rate_limit_caps_concurrency_by_littles_law(rate, latency, hosts, expected):
+    s = dict(DEFAULTS, embedding_rate_limit_per_min=rate, embedding_latency_ms=latency)
+    assert plan_embedding(facts(16, 4), s, embedding_hosts=hosts).concurrency == expected
+
+
+def test_rate_limit_without_latency_says_so_and_does_not_cap():
+    plan = plan_embedding(facts(16, 4), dict(DEFAULTS, embedding_rate_limit_per_min=3000))
+    assert plan.concurrency == 32
+    assert any("without embedding_latency_ms" in r for r in plan.reasons)
+
+
+@pytest.mark.parametrize("concurrency, cores, expected", [
+    (64, 8, (32, 2)), (100, 8, (25, 4)), (33, 8, (17, 2)), (64, 1, (64, 1)), (32, 8, (32, 1)),
+])
+def test_past_one_process_add_processes_not_greenlets(concurrency, cores, expected):
+    s = dict(DEFAULTS, embedding_concurrency=concurrency)
+    plan = plan_embedding(facts(32, cores), s)
+    assert (plan.concurrency, plan.processes) == expected
+    assert plan.total_concurrency >= concurrency
+
+
+def test_explicit_embedding_overrides_win():
+    s = dict(DEFAULTS, embedding_pool="threads", embedding_concurrency=12, embedding_processes=3,
+             embedding_memory_max_mb=2000, embedding_max_tasks_per_child=7,
+             embedding_rate_limit_per_min=60, embedding_latency_ms=100)
+    plan = plan_embedding(facts(4, 2), s)
+    assert (plan.pool, plan.concurrency, plan.processes, plan.memory_max_mb,
+            plan.max_tasks_per_child) == ("threads", 4, 3, 2000, 7)
+
+
+def test_solo_embedding_pool_runs_one_at_a_time():
+    plan = plan_embedding(facts(16, 4), dict(DEFAULTS, embedding_pool="solo"))
+    assert (plan.concurrency, plan.processes) == (1, 1)
+
+
+# host shape -> (device, pool, concurrency per instance, instances, threads)
+LLM_TABLE = [
+    (facts(2, 1), ("cpu", "prefork", 1, 1, 1)),
+    (facts(4, 1), ("cpu", "prefork", 1, 1, 1)),
+    (facts(16, 8), ("cpu", "prefork", 1, 1, 8)),
+    (facts(1024, 128), ("cpu", "prefork", 1, 1, 128)),
+    (facts(16, 2, 1, 24), ("gpu", "threads", 4, 1, 2)),   # 24 GB: 21.6 - 8 = 13.6 GB -> 6 fit
+    (facts(32, 8, 1, 16), ("gpu", "threads", 3, 1, 8)),   # 16 GB: 14.4 - 8 = 6.4 GB -> 3
+    (facts(32, 8, 1, 12), ("gpu", "threads", 1, 1, 8)),   # 12 GB: 10.8 - 8 = 2.8 GB -> 1
+    (facts(256, 64, 2, 24), ("gpu", "threads", 4, 2, 32)),
+    (facts(1024, 128, 8, 80), ("gpu", "threads", 4, 8, 16)),
+]
+
+
+@pytest.mark.parametrize("host, expected", LLM_TABLE)
+def test_llm_plan(host, expected):
+    plan, warnings = plan_llm("h", host, DEFAULTS)
+    assert (plan.device, plan.pool, plan.concurrency, len(plan.instances),
+            plan.threads) == expected
+    assert warnings == []
+
+
+def test_each_gpu_gets_its_own_pinned_instance():
+    plan, _ = plan_llm("h", facts(256, 64, 4, 80), DEFAULTS)
+    assert [(i.name, i.gpu_index) for i in plan.instances] == [
+        ("gpu0", 0), ("gpu1", 1), ("gpu2", 2), ("gpu3", 3)]
+
+
+def test_a_bigger_model_leaves_fewer_generations_per_gpu():
+    s = dict(DEFAULTS, llm_model_vram_mb=16 * GB)
+    plan, _ = plan_llm("h", facts(64, 8, 1, 24), s)  # 21.6 - 16 = 5.6 GB -> 2
+    assert plan.concurrency == 2
+
+
+def test_gpus_too_small_for_the_model_fall_back_to_cpu_with_a_warning():
+    plan, warnings = plan_llm("h", facts(32, 8, 2, 8), dict(DEFAULTS))  # 7.2 GB < 8 GB model
+    assert plan.device == "cpu" and plan.concurrency == 1
+    assert len(warnings) == 2 and "cannot hold the model" in warnings[0]
+
+
+def test_a_failed_gpu_detection_gives_a_cpu_plan_and_a_warning():
+    host = HostFacts(16 * GB, 4, (), gpu_problem="nvidia-smi exit 9: couldn't communicate")
+    plan, warnings = plan_llm("h", host, DEFAULTS)
+    assert plan.device == "cpu"
+    assert warnings == ["GPU detection failed (nvidia-smi exit 9: couldn't communicate): "
+                        "planning for CPU"]
+
+
+def test_llm_overrides_win():
+    plan, _ = plan_llm("h", facts(16, 8), dict(DEFAULTS, llm_concurrency=2, llm_pool="solo"))
+    assert (plan.pool, plan.concurrency) == ("solo", 1)
+    plan, _ = plan_llm("h", facts(16, 8), dict(DEFAULTS, llm_concurrency=2))
+    assert (plan.concurrency, plan.threads) == (2, 4)  # one BLAS thread set per task
+    plan, _ = plan_llm("h", facts(64, 8, 2, 24), dict(DEFAULTS, llm_concurrency=3,
+                                                         llm_threads=2))
+    assert [(i.concurrency, i.threads) for i in plan.instances] == [(3, 2), (3, 2)]
+
+
+@pytest.mark.parametrize("pool", ["gevent", "threads"])
+def test_greenlets_or_threads_for_cpu_inference_are_refused(pool):
+    with pytest.raises(SettingsError) as error:
+        plan_llm("cpu-small", facts(4, 1), dict(DEFAULTS, llm_pool=pool))
+    message = str(error.value)
+    assert "host 'cpu-small'" in message and f"llm_pool='{pool}'" in message
+    assert "prefork, solo" in message
+
+
+def test_prefork_on_a_gpu_is_refused():
+    with pytest.raises(SettingsError, match="llm_pool='prefork'.*threads, solo"):
+        plan_llm("g", facts(16, 2, 1, 24), dict(DEFAULTS, llm_pool="prefork"))
+
+
+@pytest.mark.parametrize("ram_gb, shared, expected_mb", [
+    (8, False, 4096), (8, True, 2048), (2, False, 1024), (1024, False, 524288), (0.2, False, 102),
+])
+def test_redis_maxmemory_from_the_brokers_ram(ram_gb, shared, expected_mb):
+    plan = plan_redis(facts(ram_gb, 2), DEFAULTS, shares_with_workers=shared)
+    assert plan.maxmemory_mb == max(64, expected_mb)
+    assert plan.maxmemory_policy == "noeviction"
+
+
+def test_inventory_facts_win_over_detection():
+    detected = facts(4, 1)
+    plan = plan_host("h", detected, {"ram_mb": 65536, "cores": 16, "gpus": [24576, 24576]})
+    assert plan.facts.ram_mb == 65536 and plan.facts.cores == 16
+    assert plan.embedding.concurrency == 32
+    assert plan.llm.device == "gpu" and len(plan.llm.instances) == 2
+    no_gpu = plan_host("h", facts(16, 4, 1, 24), {"gpus": []})
+    assert no_gpu.llm.device == "cpu"
+
+
+def test_plan_host_only_plans_the_roles_of_the_host():
+    plan = plan_host("b", facts(8, 2), {}, roles=("broker",))
+    assert plan.embedding is None and plan.llm is None
+    assert plan.redis.maxmemory_mb == 4096
+
+
+def test_plan_json_has_the_documented_keys():
+    out = plan_host("h", facts(4, 1), {}).to_json()
+    assert {"pool", "concurrency", "processes", "memory_max_mb",
+            "max_tasks_per_child"} <= set(out["embedding"])
+    assert {"pool", "concurrency", "instances", "threads"} <= set(out["llm"])
+    assert {"maxmemory_mb"} <= set(out["redis"])
+    assert (out["embedding"]["pool"], out["embedding"]["concurrency"]) == ("gevent", 8)
+    assert (out["llm"]["pool"], out["llm"]["concurrency"], out["llm"]["instances"]) == (
+        "prefork", 1, 1)
+
+
+@pytest.mark.parametrize("data, key, accepted", [
+    ({"embedding_concurrency": -1}, "embedding_concurrency", "a whole number >= 1"),
+    ({"embedding_concurrency": "8"}, "embedding_concurrency", "a whole number >= 1"),
+    ({"embedding_pool": "eventlet"}, "embedding_pool", "one of gevent, threads, prefork, solo"),
+    ({"embedding_rate_limit_per_min": 0}, "embedding_rate_limit_per_min", "> 0"),
+    ({"llm_pool": "asyncio"}, "llm_pool", "on CPU one of prefork, solo"),
+    ({"gpus": [512]}, "gpus", "each >= 1024"),
+    ({"ram_mb": True}, "ram_mb", "a whole number of MB >= 512"),
+    ({"redis_port": 70000}, "redis_port", "a port number 1-65535"),
+    ({"embedding_concurency": 8}, "embedding_concurency", "did you mean embedding_concurrency?"),
+    ({"llm_treads": 8}, "llm_treads", "did you mean llm_threads?"),
+])
+def test_bad_values_name_host_key_value_and_what_is_accepted(data, key, accepted):
+    with pytest.raises(SettingsError) as error:
+        resolve("cpu-small", data)
+    message = str(error.value)
+    assert message.startswith(f"host 'cpu-small': {key}=")
+    assert accepted in message
+    assert repr(list(data.values())[0]) in message
+
+
+def test_pyinfra_and_lab_keys_are_not_settings_and_pass():
+    resolve("h", {"ssh_user": "deploy", "_sudo": True, "lab_cores": 2, "ssh_hostname": "x"})
