@@ -16,3 +16,27 @@ class NvidiaGpus(FactBase):
 
     def process(self, output) -> dict:
         return parse_gpu_fact(list(output))
+
+
+# Fleet worker units of a host: loaded ones, and enabled ones that may be stopped.
+WORKER_UNITS_COMMAND = (
+    "systemctl list-units --all --plain --no-legend 'celery-*-worker@*.service' 2>/dev/null "
+    "| awk '{print $1}'; "
+    "ls /etc/systemd/system/multi-user.target.wants/ 2>/dev/null | grep '^celery-.*-worker@' "
+    "|| true"
+)
+
+
+def parse_worker_units(lines) -> list[str]:
+    units = {line.strip() for line in lines if line.strip().startswith("celery-")}
+    return sorted(u for u in units if u.endswith(".service") and "@" in u and "@." not in u)
+
+
+class WorkerUnits(FactBase):
+    """Instances of celery-fleet worker units on the host (running, stopped or enabled)."""
+
+    def command(self) -> str:
+        return WORKER_UNITS_COMMAND
+
+    def process(self, output) -> list[str]:
+        return parse_worker_units(output)

@@ -49,7 +49,8 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
 
 
 def _text(v: Any) -> bool:
-    return isinstance(v, str)
+    # printable ASCII: it is written into .env files that systemd and the checks both parse
+    return isinstance(v, str) and v.isascii() and v.isprintable()
 
 
 def _vram_list(v: Any) -> bool:
@@ -117,8 +118,8 @@ _SETTINGS = [
             "Redis maxmemory (default: a share of the broker's RAM)", "redis"),
     Setting("redis_port", 6379, "a port number 1-65535",
             lambda v: _int_at_least(1)(v) and v <= 65535, "port Redis listens on", "redis"),
-    Setting("redis_password", None, "a string of at least 16 characters",
-            lambda v: isinstance(v, str) and len(v) >= 16,
+    Setting("redis_password", None, "16 or more printable ASCII characters, no spaces",
+            lambda v: _text(v) and len(v) >= 16 and " " not in v,
             "broker password (default: generated once, kept on the controller, mode 0600)",
             "redis"),
     # -- deploy --
@@ -133,6 +134,11 @@ _SETTINGS = [
             _text, "the Celery application to install (relative to the project)", "deploy"),
     Setting("worker_app_module", "fleet_worker.app", "a Python module path", _text,
             "celery -A value", "deploy"),
+    Setting("worker_task_time_limit_s", 1800, "a whole number of seconds >= 10",
+            _int_at_least(10), "hard time limit of one task; stopping a worker waits this "
+            "long for running tasks (warm shutdown)", "deploy"),
+    Setting("secrets_dir", ".fleet-secrets", "a directory path on the controller", _text,
+            "where the generated Redis password is kept (mode 0600)", "deploy"),
     Setting("extra_ca_certificates", [], "a list of certificate file paths on the controller",
             _path_list, "CA certificates the hosts must trust (pip behind a TLS proxy)",
             "deploy"),

@@ -6,7 +6,12 @@ out, so the mapping is tested without a lab.
 
 from __future__ import annotations
 
+import glob
+
 from .spec import ROLE_GROUPS, HostSpec
+
+
+MACHINE_CA_DIR = "/usr/local/share/ca-certificates"
 
 
 def host_data(state: dict, record: dict) -> dict:
@@ -26,6 +31,8 @@ def host_data(state: dict, record: dict) -> dict:
         "lab_cores": spec.cores,
         "lab_gpu_vram_mb": list(spec.gpu_vram_mb),
         "private_address": record["ip"],
+        # the machine's own CAs (TLS to PyPI may pass a proxy that re-signs it): see LAB.md
+        "extra_ca_certificates": sorted(glob.glob(f"{MACHINE_CA_DIR}/*.crt")),
     }
 
 

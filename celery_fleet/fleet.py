@@ -1,0 +1,93 @@
+"""The fleet as pyinfra sees it: each host's roles, facts, validated settings and plan.
+
+`fleet_plans()` runs once per deploy, when deploy.py is first loaded and before any operation
+runs: it reads every host's facts, validates every host's inventory values and plans every
+host, so a bad value anywhere stops the deploy before any host is changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.facts.hardware import Cpus, Memory
+
+from .facts import NvidiaGpus
+from .gpu import gpus_of
+from .secrets import read_or_create
+from .settings import SettingsError, resolve
+from .sizing import HostFacts, HostPlan, plan_host
+
+# pyinfra inventory group -> role in the plan
+GROUP_ROLES = {"brokers": "broker", "embedding_workers": "embedding", "llm_workers": "llm"}
+
+
+class FleetError(PyinfraError):
+    """Bad inventory: every problem found, each naming host, key, value and what is accepted."""
+
+
+@dataclass(frozen=True)
+class HostDeploy:
+    name: str
+    roles: tuple[str, ...]
+    plan: HostPlan
+    settings: dict
+    broker_url: str  # a secret: only ever written into 0600 .env files
+
+
+def roles_of(host) -> tuple[str, ...]:
+    return tuple(role for group, role in GROUP_ROLES.items() if group in host.groups)
+
+
+def detected_facts(host) -> HostFacts:
+    gpus, problem = gpus_of(host.get_fact(NvidiaGpus))
+    return HostFacts(ram_mb=host.get_fact(Memory), cores=host.get_fact(Cpus), gpus=gpus,
+                     gpu_problem=problem)
+
+
+def private_address(host, settings: dict) -> str:
+    return settings["private_address"] or host.data.get("ssh_hostname") or host.name
+
+
+def fleet_plans(inventory, state=None) -> dict[str, HostDeploy]:
+    """Plan every host of the inventory; cached for the run; raises FleetError."""
+    cache = getattr(state, "_celery_fleet_plans", None) if state is not None else None
+    if cache is not None:
+        return cache
+    hosts = [h for h in inventory if roles_of(h)]
+    errors: list[str] = []
+    brokers = [h for h in hosts if "broker" in roles_of(h)]
+    if len(brokers) != 1:
+        errors.append(f"the brokers group must hold exactly one host (the Redis broker), "
+                      f"it holds {len(brokers)}: {', '.join(h.name for h in brokers) or 'none'}")
+    embedding_hosts = sum(1 for h in hosts if "embedding" in roles_of(h))
+    planned: dict[str, tuple] = {}
+    for host in hosts:
+        data = host.data.dict()
+        try:
+            settings = resolve(host.name, data)
+            plan = plan_host(host.name, detected_facts(host), data, roles_of(host),
+                             embedding_hosts=embedding_hosts)
+        except SettingsError as error:
+            errors.append(str(error))
+            continue
+        planned[host.name] = (host, settings, plan)
+    if errors:
+        raise FleetError("invalid inventory, no host was changed:\n  " + "\n  ".join(errors))
+
+    broker_host, broker_settings, _ = planned[brokers[0].name]
+    password = broker_settings["redis_password"] or read_or_create(
+        broker_settings["secrets_dir"], f"{broker_host.name}.redis_password")
+    broker_url = (f"redis://:{password}@{private_address(broker_host, broker_settings)}:"
+                  f"{broker_settings['redis_port']}/0")
+    result = {name: HostDeploy(name, roles_of(host), plan, settings, broker_url)
+              for name, (host, settings, plan) in planned.items()}
+    if state is not None:
+        state._celery_fleet_plans = result
+    return result
+
+
+def env_quote(value) -> str:
+    """A value for a .env file that systemd's EnvironmentFile= and env-exec read alike."""
+    return json.dumps(str(value))

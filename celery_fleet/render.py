@@ -1,0 +1,141 @@
+"""What each rendered file says: template variables computed from a host's plan (pure).
+
+One function per template; the templates only substitute these values and wrap optional
+lines in `{% if %}`. `render()` is what the tests use to render a file without pyinfra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from .fleet import HostDeploy, env_quote
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+TEMPLATES_DIR = PROJECT_DIR / "templates"
+FILES_DIR = PROJECT_DIR / "files"
+
+CONFIG_DIR = "/etc/celery-fleet"
+UNIT_DIR = "/etc/systemd/system"
+ENV_EXEC = "/usr/local/lib/celery-fleet/env-exec"
+EMBEDDING_UNIT = "celery-embedding-worker@.service"
+LLM_UNIT = "celery-llm-worker@.service"
+# Inside the lab (and containers without CAP_SYS_RESOURCE) systemd clamps LimitNOFILE above
+# ~20000 silently (LAB.md); a gevent worker needs one socket per task in flight plus Redis's.
+OPEN_FILES = 16384
+# Stopping a worker waits for its running tasks (warm shutdown) up to their time limit, plus
+# this for Celery to ack, close connections and exit.
+STOP_MARGIN_S = 60
+# Prefetch: greenlets take one message each, no more (SIZING.md: prefetch 1 was the fastest
+# gevent setting); LLM workers take exactly what they run.
+EMBEDDING_PREFETCH_MULTIPLIER = 1
+# Installed in every worker virtualenv, whatever application the inventory names.
+WORKER_BASE_REQUIREMENTS = ("celery[redis]==5.7.0", "gevent==26.9.0")
+
+# Celery's pool implementation (celery inspect stats) -> the pool name the plan uses
+POOL_IMPLEMENTATIONS = {
+    "celery.concurrency.gevent:TaskPool": "gevent",
+    "celery.concurrency.thread:TaskPool": "threads",
+    "celery.concurrency.prefork:TaskPool": "prefork",
+    "celery.concurrency.solo:TaskPool": "solo",
+}
+
+
+def embedding_unit_name(instance: str) -> str:
+    return f"celery-embedding-worker@{instance}.service"
+
+
+def llm_unit_name(instance: str) -> str:
+    return f"celery-llm-worker@{instance}.service"
+
+
+def redis_conf(d: HostDeploy, bind_address: str) -> dict:
+    password = d.broker_url.split(":", 2)[2].split("@", 1)[0]
+    return {
+        "bind_addresses": " ".join(dict.fromkeys(["127.0.0.1", bind_address])),
+        "port": d.settings["redis_port"],
+        "password": password,
+        "maxmemory_mb": d.plan.redis.maxmemory_mb,
+        "maxmemory_policy": d.plan.redis.maxmemory_policy,
+        "maxmemory_reason": d.plan.redis.reasons[0],
+    }
+
+
+def _common(d: HostDeploy) -> dict:
+    return {
+        "service_user": d.settings["service_user"],
+        "install_dir": d.settings["install_dir"],
+        "config_dir": CONFIG_DIR,
+        "app_module": d.settings["worker_app_module"],
+        "timeout_stop_s": d.settings["worker_task_time_limit_s"] + STOP_MARGIN_S,
+    }
+
+
+def embedding_unit(d: HostDeploy) -> dict:
+    plan = d.plan.embedding
+    return dict(_common(d), pool=plan.pool, concurrency=plan.concurrency,
+                processes=plan.processes, memory_max_mb=plan.memory_max_mb,
+                max_tasks_per_child=plan.max_tasks_per_child,
+                recycle_children=plan.pool == "prefork", open_files=OPEN_FILES)
+
+
+def embedding_env(d: HostDeploy) -> dict:
+    plan, s = d.plan.embedding, d.settings
+    return {
+        "broker_url": env_quote(d.broker_url),
+        "pool": env_quote(plan.pool),
+        "concurrency": env_quote(plan.concurrency),
+        "prefetch_multiplier": env_quote(EMBEDDING_PREFETCH_MULTIPLIER),
+        "task_time_limit_s": env_quote(s["worker_task_time_limit_s"]),
+        "api_url": env_quote(s["embedding_api_url"]),
+        "model": env_quote(s["embedding_model"]),
+        "api_key": env_quote(s["embedding_api_key"]),
+    }
+
+
+def llm_unit(d: HostDeploy) -> dict:
+    return dict(_common(d), device=d.plan.llm.device, pool=d.plan.llm.pool)
+
+
+def llm_env(d: HostDeploy) -> dict:
+    s = d.settings
+    return {
+        "broker_url": env_quote(d.broker_url),
+        "pool": env_quote(d.plan.llm.pool),
+        "task_time_limit_s": env_quote(s["worker_task_time_limit_s"]),
+        "api_url": env_quote(s["llm_api_url"]),
+        "model": env_quote(s["llm_model"]),
+    }
+
+
+def llm_instance_env(d: HostDeploy, instance_name: str) -> dict:
+    instance = next(i for i in d.plan.llm.instances if i.name == instance_name)
+    return {"instance": instance.name, "concurrency": env_quote(instance.concurrency),
+            "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index}
+
+
+def planned_workers(d: HostDeploy) -> list[dict]:
+    """Each worker process the plan runs: its unit, Celery node name (before @hostname) and
+    the pool and concurrency it must report."""
+    workers = []
+    if d.plan.embedding:
+        for instance in d.plan.embedding.instances:
+            workers.append({"unit": embedding_unit_name(instance),
+                            "node_prefix": f"embedding-{instance}@",
+                            "env_file": f"{CONFIG_DIR}/embedding-worker.env",
+                            "pool": d.plan.embedding.pool,
+                            "concurrency": d.plan.embedding.concurrency})
+    if d.plan.llm:
+        for instance in d.plan.llm.instances:
+            workers.append({"unit": llm_unit_name(instance.name),
+                            "node_prefix": f"llm-{instance.name}@",
+                            "env_file": f"{CONFIG_DIR}/llm-worker.env",
+                            "pool": d.plan.llm.pool, "concurrency": instance.concurrency})
+    return workers
+
+
+def render(template: str, variables: dict) -> str:
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+                                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return environment.get_template(template).render(**variables)

@@ -1,0 +1,42 @@
+"""The worker application, built once on the controller into a wheel the hosts install.
+
+Cached by a hash of the source, so a deploy with unchanged source uploads nothing and
+reinstalls nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+BUILD_DIR = Path(".fleet-build")
+IGNORED_PARTS = {"__pycache__", ".git", "build", "dist", ".venv"}
+
+
+def source_digest(source: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if path.is_file() and not IGNORED_PARTS & set(relative.parts) \
+                and ".egg-info" not in str(relative):
+            digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def build_wheel(source: Path, build_dir: Path = BUILD_DIR) -> Path:
+    """The wheel of the project at source (built if not built yet for this exact source)."""
+    out = build_dir / source_digest(source)
+    wheels = sorted(out.glob("*.whl"))
+    if wheels:
+        return wheels[0]
+    out.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+         "-w", str(out), str(source.resolve())], capture_output=True, text=True)
+    wheels = sorted(out.glob("*.whl"))
+    if result.returncode != 0 or len(wheels) != 1:
+        raise RuntimeError(f"building the worker application at {source} failed: "
+                           f"{result.stderr.strip()[-800:]}")
+    return wheels[0]

@@ -1,0 +1,36 @@
+"""celery-fleet: `pyinfra inventory/<yours>.py deploy.py`.
+
+Dispatches by inventory group: brokers get Redis, embedding_workers the embedding worker,
+llm_workers the LLM worker (a host may be in several). Every host is planned and every
+inventory value validated first (celery_fleet/fleet.py): a bad value stops the run before any
+host is changed.
+"""
+
+from pyinfra import host, inventory, state
+
+from celery_fleet.fleet import fleet_plans, private_address
+from roles.embedding_worker import embedding_worker
+from roles.llm_worker import llm_worker
+from roles.redis_broker import redis_broker
+from roles.units import EMBEDDING_PREFIX, LLM_PREFIX, retire_worker
+from roles.worker_base import worker_base
+from roles.worker_check import check_workers
+
+plan = fleet_plans(inventory, state).get(host.name)
+
+if plan is not None:
+    changes = []
+    if "broker" in plan.roles:
+        changes += redis_broker(plan, private_address(host, plan.settings))
+    if "embedding" in plan.roles or "llm" in plan.roles:
+        app_changes = worker_base(plan)
+        changes += app_changes
+        if "embedding" in plan.roles:
+            changes += embedding_worker(plan, app_changes)
+        if "llm" in plan.roles:
+            changes += llm_worker(plan, app_changes)
+        check_workers(plan, changes)
+    if "embedding" not in plan.roles:
+        retire_worker(EMBEDDING_PREFIX)
+    if "llm" not in plan.roles:
+        retire_worker(LLM_PREFIX)

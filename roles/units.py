@@ -1,0 +1,38 @@
+"""Worker units shared by the worker roles: start/restart planned instances, retire the rest."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import systemd
+from pyinfra.operations.util import any_changed
+
+from celery_fleet.facts import WorkerUnits
+
+EMBEDDING_PREFIX = "celery-embedding-worker@"
+LLM_PREFIX = "celery-llm-worker@"
+
+
+def run_instances(units: list[str], changed_by: list) -> list:
+    """Restart each unit when one of changed_by changed; make sure each runs at boot."""
+    ops = []
+    for unit in units:
+        ops.append(systemd.service(name=f"Restart {unit} (its files changed)", service=unit,
+                                   running=True, restarted=True, _if=any_changed(*changed_by)))
+        ops.append(systemd.service(name=f"Ensure {unit} runs and starts at boot", service=unit,
+                                   running=True, enabled=True))
+    return ops
+
+
+def retire_instances(prefix: str, keep: list[str]) -> list:
+    """Stop and disable instances of a worker unit that the plan no longer has."""
+    return [
+        systemd.service(name=f"Stop and disable {unit} (no longer in the plan)", service=unit,
+                        running=False, enabled=False)
+        for unit in host.get_fact(WorkerUnits) if unit.startswith(prefix) and unit not in keep
+    ]
+
+
+@deploy("Retire workers this host no longer runs")
+def retire_worker(prefix: str) -> list:
+    return retire_instances(prefix, keep=[])

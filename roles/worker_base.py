@@ -1,0 +1,88 @@
+"""What every worker host needs: the service user, trusted CAs, a virtualenv with Celery,
+gevent and the worker application, and the env-exec helper."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy, operation
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import apt, files, pip, server
+from pyinfra.operations.util import any_changed
+
+from celery_fleet.fleet import HostDeploy
+from celery_fleet.render import (CONFIG_DIR, ENV_EXEC, FILES_DIR, TEMPLATES_DIR,
+                                 WORKER_BASE_REQUIREMENTS)
+from celery_fleet.wheel import build_wheel
+
+
+@operation()
+def app_installed(venv: str, requirements: list[str], app: str):
+    """pip install the requirements, then (re)install the application itself; nothing to do
+    when the marker in the virtualenv says exactly these were installed."""
+    digest = hashlib.sha256("\n".join([*requirements, app]).encode()).hexdigest()
+    marker = f"{venv}/.celery-fleet-installed"
+    installed = host.get_fact(FileContents, path=marker)
+    if installed and installed[0].strip() == digest:
+        host.noop("the worker application and its requirements are installed")
+        return
+    quoted = " ".join(f"'{r}'" for r in requirements)
+    # the second install replaces an application whose version number did not change
+    yield (f"{venv}/bin/pip install --quiet --no-input {quoted} '{app}' && "
+           f"{venv}/bin/pip install --quiet --no-input --no-deps --force-reinstall '{app}' && "
+           f"echo {digest} > {marker}")
+
+
+@deploy("Worker host base")
+def worker_base(d: HostDeploy) -> list:
+    """Returns the operations whose change means the workers must restart."""
+    s = d.settings
+    user, install_dir = s["service_user"], s["install_dir"]
+    venv = f"{install_dir}/venv"
+    apt.packages(name="Install Python's venv module and the CA certificates",
+                 packages=["python3-venv", "ca-certificates"], update=True, cache_time=86400)
+
+    certificates = [
+        files.put(name=f"Trust the CA certificate {Path(path).name}", src=path,
+                  dest=f"/usr/local/share/ca-certificates/celery-fleet-{Path(path).stem}.crt",
+                  mode="644")
+        for path in s["extra_ca_certificates"]
+    ]
+    if certificates:
+        server.shell(name="Rebuild the system CA bundle", commands=["update-ca-certificates"],
+                     _if=any_changed(*certificates))
+
+    server.group(name=f"Ensure the group {user} exists", group=user, system=True)
+    server.user(name=f"Ensure the service user {user} exists", user=user, group=user,
+                system=True, home=install_dir, shell="/usr/sbin/nologin", ensure_home=False)
+    files.directory(name=f"Ensure {install_dir} exists, owned by root (workers cannot change "
+                    "their code)", path=install_dir, user="root", group="root", mode="755")
+    files.directory(name=f"Ensure {CONFIG_DIR} exists, readable by {user} only",
+                    path=CONFIG_DIR, user="root", group=user, mode="750")
+    files.directory(name="Ensure the helper directory exists", path=str(Path(ENV_EXEC).parent),
+                    user="root", group="root", mode="755")
+    files.put(name="Install env-exec (runs a command with a worker's .env)",
+              src=str(FILES_DIR / "env-exec"), dest=ENV_EXEC, mode="755")
+
+    pip.venv(name=f"Ensure the virtualenv {venv} exists", path=venv, python="python3")
+    files.template(name="Configure pip in the virtualenv (CA bundle, index)",
+                   src=str(TEMPLATES_DIR / "pip.conf.j2"), dest=f"{venv}/pip.conf", mode="644",
+                   index_url=s["pip_index_url"])
+
+    source = Path(s["worker_app_source"])
+    if source.is_dir():
+        wheel = build_wheel(source)
+        wheel_dest = f"{install_dir}/wheels/{wheel.parent.name}/{wheel.name}"
+        files.directory(name="Ensure the wheel directory exists",
+                        path=str(Path(wheel_dest).parent), user="root", group="root",
+                        mode="755")
+        files.put(name=f"Upload the worker application {wheel.name}", src=str(wheel),
+                  dest=wheel_dest, mode="644")
+        app = wheel_dest
+    else:
+        app = s["worker_app_source"]  # a pip requirement: name==version, URL, ...
+    installed = app_installed(name="Install Celery, gevent and the worker application",
+                              venv=venv, requirements=list(WORKER_BASE_REQUIREMENTS), app=app)
+    return [installed]

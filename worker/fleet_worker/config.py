@@ -1,0 +1,54 @@
+"""Configuration from the environment: the .env files celery-fleet renders for each worker.
+
+Every value has its variable here, once; nothing else reads os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# Redis re-delivers a task not acknowledged within visibility_timeout: it must exceed the
+# longest task (SIZING.md: the default of 1 h re-runs longer tasks).
+DEFAULT_TASK_TIME_LIMIT_S = 1800
+VISIBILITY_MARGIN_S = 600
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    broker_url: str
+    result_backend: str
+    role: str  # "embedding", "llm", or "" for a client
+    pool: str
+    concurrency: int
+    prefetch_multiplier: int
+    task_time_limit_s: int
+    embedding_api_url: str
+    embedding_api_key: str
+    embedding_model: str
+    llm_api_url: str
+    llm_model: str
+    llm_threads: int
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        return self.task_time_limit_s + VISIBILITY_MARGIN_S
+
+
+def from_environ(env=os.environ) -> WorkerConfig:
+    broker = env.get("FLEET_BROKER_URL", "redis://127.0.0.1:6379/0")
+    return WorkerConfig(
+        broker_url=broker,
+        result_backend=env.get("FLEET_RESULT_BACKEND", broker),
+        role=env.get("FLEET_ROLE", ""),
+        pool=env.get("FLEET_POOL", ""),
+        concurrency=int(env.get("FLEET_CONCURRENCY", "1")),
+        prefetch_multiplier=int(env.get("FLEET_PREFETCH_MULTIPLIER", "1")),
+        task_time_limit_s=int(env.get("FLEET_TASK_TIME_LIMIT_S", DEFAULT_TASK_TIME_LIMIT_S)),
+        embedding_api_url=env.get("EMBEDDING_API_URL", ""),
+        embedding_api_key=env.get("EMBEDDING_API_KEY", ""),
+        embedding_model=env.get("EMBEDDING_MODEL", ""),
+        llm_api_url=env.get("LLM_API_URL", ""),
+        llm_model=env.get("LLM_MODEL", ""),
+        llm_threads=int(env.get("FLEET_LLM_THREADS", "1")),
+    )
