@@ -38,5 +38,8 @@ class WorkerUnits(FactBase):
     def command(self) -> str:
         return WORKER_UNITS_COMMAND
 
+    def default(self) -> list[str]:  # no output at all: no units
+        return []
+
     def process(self, output) -> list[str]:
         return parse_worker_units(output)
