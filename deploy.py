@@ -6,9 +6,10 @@ inventory value validated first (celery_fleet/fleet.py): a bad value stops the r
 host is changed.
 """
 
-from pyinfra import host, inventory, state
+from pyinfra import host, inventory, logger, state
 
 from celery_fleet.fleet import fleet_plans, private_address
+from celery_fleet.planview import plan_summary
 from roles.embedding_worker import embedding_worker
 from roles.llm_worker import llm_worker
 from roles.redis_broker import redis_broker
@@ -19,6 +20,9 @@ from roles.worker_check import check_workers
 plan = fleet_plans(inventory, state).get(host.name)
 
 if plan is not None:
+    logger.info(f"    [{host.name}] plan: {plan_summary(plan.plan)}")
+    for warning in plan.plan.warnings:
+        logger.warning(f"    [{host.name}] {warning}")
     changes = []
     if "broker" in plan.roles:
         changes += redis_broker(plan, private_address(host, plan.settings))

@@ -1,16 +1,56 @@
 """`fleet`: the project's command line.
 
+    fleet plan --ram-mb N --cores N [--gpu VRAM_MB]... [--set KEY=VALUE]... [--json]
+    fleet plan inventory/X.py [--json]
     fleet lab up [--hosts SPEC] | down | status | ssh NAME [COMMAND...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from .lab import (DEFAULT_HOSTS_SPEC, DEFAULT_INSTANCE, Lab, LabError, SpecError, exec_ssh,
                   parse_hosts)
+from .planview import format_plan
+from .settings import SettingsError, parse_cli_value
+from .sizing import ALL_ROLES, Gpu, HostFacts, plan_host
+
+
+def _print_plans(plans, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(plans[0].to_json() if len(plans) == 1 else
+                         {p.host: p.to_json() for p in plans}, indent=2))
+    else:
+        print("\n\n".join(format_plan(p) for p in plans))
+
+
+def plan_command(args) -> int:
+    if args.inventory:
+        from .inventory_facts import plan_from_inventory  # imports pyinfra: only when needed
+        _print_plans(plan_from_inventory(args.inventory), args.json)
+        return 0
+    if args.ram_mb is None or args.cores is None:
+        raise SettingsError("(command line)", "--ram-mb/--cores", None,
+                            "give both, or an inventory file")
+    data = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SettingsError("(command line)", "--set", item, "KEY=VALUE")
+        data[key] = parse_cli_value(key, value)
+    roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+    unknown = [r for r in roles if r not in ALL_ROLES]
+    if unknown or not roles:
+        raise SettingsError("(command line)", "--roles", args.roles,
+                            f"a comma-separated list of {', '.join(ALL_ROLES)}")
+    facts = HostFacts(args.ram_mb, args.cores,
+                      tuple(Gpu(i, vram) for i, vram in enumerate(args.gpu)))
+    plan = plan_host(args.name, facts, data, roles, embedding_hosts=args.embedding_hosts)
+    _print_plans([plan], args.json)
+    return 0
 
 
 def _lab(args) -> Lab:
@@ -58,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleet", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
+    plan = commands.add_parser("plan", help="the plan for a host described here, or for every "
+                               "host of an inventory (from their real facts)")
+    plan.add_argument("inventory", nargs="?", help="a pyinfra inventory file")
+    plan.add_argument("--ram-mb", type=int, help="RAM of the host in MB")
+    plan.add_argument("--cores", type=int, help="CPU cores of the host")
+    plan.add_argument("--gpu", type=int, action="append", default=[], metavar="VRAM_MB",
+                      help="one GPU with this much VRAM (repeat for more)")
+    plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a setting, as in inventory host data (repeatable)")
+    plan.add_argument("--roles", default=",".join(ALL_ROLES),
+                      help="what the host runs (default: %(default)s)")
+    plan.add_argument("--embedding-hosts", type=int, default=1,
+                      help="embedding hosts sharing the API rate limit (default: 1)")
+    plan.add_argument("--name", default="host", help=argparse.SUPPRESS)
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.set_defaults(func=plan_command)
+
     lab = commands.add_parser("lab", help="a local fleet of real systemd hosts (needs root)")
     lab.add_argument("--instance", default=os.environ.get("FLEET_LAB_INSTANCE", DEFAULT_INSTANCE),
                      help="run several labs side by side (default: %(default)s, "
@@ -87,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (LabError, SpecError) as error:
+    except (LabError, SpecError, SettingsError) as error:
         print(f"fleet: {error}", file=sys.stderr)
         return 2
 

@@ -50,11 +50,9 @@ def private_address(host, settings: dict) -> str:
     return settings["private_address"] or host.data.get("ssh_hostname") or host.name
 
 
-def fleet_plans(inventory, state=None) -> dict[str, HostDeploy]:
-    """Plan every host of the inventory; cached for the run; raises FleetError."""
-    cache = getattr(state, "_celery_fleet_plans", None) if state is not None else None
-    if cache is not None:
-        return cache
+def plan_inventory(inventory) -> dict[str, tuple]:
+    """{host name: (host, settings, plan)} for every fleet host; raises FleetError listing
+    every bad value and the broker count problem, before anything is changed."""
     hosts = [h for h in inventory if roles_of(h)]
     errors: list[str] = []
     brokers = [h for h in hosts if "broker" in roles_of(h)]
@@ -75,8 +73,17 @@ def fleet_plans(inventory, state=None) -> dict[str, HostDeploy]:
         planned[host.name] = (host, settings, plan)
     if errors:
         raise FleetError("invalid inventory, no host was changed:\n  " + "\n  ".join(errors))
+    return planned
 
-    broker_host, broker_settings, _ = planned[brokers[0].name]
+
+def fleet_plans(inventory, state=None) -> dict[str, HostDeploy]:
+    """Plan every host of the inventory, with the broker's URL; cached for the run."""
+    cache = getattr(state, "_celery_fleet_plans", None) if state is not None else None
+    if cache is not None:
+        return cache
+    planned = plan_inventory(inventory)
+    broker_host, broker_settings, _ = next(
+        entry for entry in planned.values() if "broker" in entry[2].roles)
     password = broker_settings["redis_password"] or read_or_create(
         broker_settings["secrets_dir"], f"{broker_host.name}.redis_password")
     broker_url = (f"redis://:{password}@{private_address(broker_host, broker_settings)}:"

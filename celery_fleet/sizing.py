@@ -214,13 +214,15 @@ def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> Embed
                          s["embedding_max_tasks_per_child"], tuple(reasons))
 
 
-def _gpu_concurrency(gpu: Gpu, s: dict) -> int:
-    """Generations that fit beside the weights: 0 when the model itself does not fit."""
+def _generations_that_fit(gpu: Gpu, s: dict) -> int:
+    """Generations whose KV cache fits beside the weights: 0 when the model does not fit."""
     free = gpu.vram_mb * GPU_VRAM_USABLE_SHARE - s["llm_model_vram_mb"]
-    fits = int(free // s["llm_kv_cache_per_task_mb"]) if free > 0 else 0
-    if fits >= LLM_GPU_CONCURRENCY_MIN:
-        return min(fits, LLM_GPU_CONCURRENCY_MAX)
-    return fits
+    return int(free // s["llm_kv_cache_per_task_mb"]) if free > 0 else 0
+
+
+def _gpu_concurrency(fits: int) -> int:
+    """2 to 4 at once (the design documents); 1 only where no second generation fits."""
+    return min(fits, LLM_GPU_CONCURRENCY_MAX) if fits >= LLM_GPU_CONCURRENCY_MIN else fits
 
 
 def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
@@ -228,7 +230,7 @@ def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
     reasons: list[str] = []
     usable = []
     for gpu in facts.gpus:
-        fits = _gpu_concurrency(gpu, s)
+        fits = _generations_that_fit(gpu, s)
         if fits == 0:
             warnings.append(f"GPU {gpu.index} ({gpu.vram_mb} MB) cannot hold the model "
                             f"({s['llm_model_vram_mb']} MB) and one generation: not used")
@@ -246,14 +248,15 @@ def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
         threads = s["llm_threads"] or max(1, facts.cores // len(usable))
         instances = []
         for gpu, fits in usable:
-            concurrency = s["llm_concurrency"] or fits
+            concurrency = s["llm_concurrency"] or _gpu_concurrency(fits)
             if pool == "solo":
                 concurrency = 1
             instances.append(LlmInstance(f"gpu{gpu.index}", gpu.index, concurrency, threads))
             reasons.append(
                 f"GPU {gpu.index}: {gpu.vram_mb} MB x {GPU_VRAM_USABLE_SHARE} - model "
                 f"{s['llm_model_vram_mb']} MB leaves room for {fits} x "
-                f"{s['llm_kv_cache_per_task_mb']} MB generations -> {concurrency} at once")
+                f"{s['llm_kv_cache_per_task_mb']} MB generations -> {concurrency} at once "
+                f"({LLM_GPU_CONCURRENCY_MIN}-{LLM_GPU_CONCURRENCY_MAX} by design)")
         reasons.append(f"one worker per GPU, pinned with CUDA_VISIBLE_DEVICES; pool {pool}")
         if s["llm_concurrency"]:
             reasons.append(f"llm_concurrency={s['llm_concurrency']} set in the inventory")

@@ -18,8 +18,7 @@ from .units import EMBEDDING_PREFIX, retire_instances, run_instances
 def embedding_worker(d: HostDeploy, app_changes: list) -> list:
     plan, user = d.plan.embedding, d.settings["service_user"]
     unit = files.template(
-        name=f"Render the embedding worker unit ({plan.pool} x{plan.concurrency}, "
-             f"{plan.processes} process(es), MemoryMax {plan.memory_max_mb} MB)",
+        name="Render the embedding worker unit (pool, concurrency, MemoryMax of the plan)",
         src=str(render.TEMPLATES_DIR / f"{render.EMBEDDING_UNIT}.j2"),
         dest=f"{render.UNIT_DIR}/{render.EMBEDDING_UNIT}", mode="644",
         **render.embedding_unit(d))

@@ -18,8 +18,7 @@ from .units import LLM_PREFIX, retire_instances, run_instances
 def llm_worker(d: HostDeploy, app_changes: list) -> list:
     plan, user = d.plan.llm, d.settings["service_user"]
     unit = files.template(
-        name=f"Render the LLM worker unit ({plan.device}, {plan.pool}, "
-             f"{len(plan.instances)} instance(s))",
+        name="Render the LLM worker unit (pool of the plan)",
         src=str(render.TEMPLATES_DIR / f"{render.LLM_UNIT}.j2"),
         dest=f"{render.UNIT_DIR}/{render.LLM_UNIT}", mode="644", **render.llm_unit(d))
     env = files.template(
@@ -33,9 +32,7 @@ def llm_worker(d: HostDeploy, app_changes: list) -> list:
     units = []
     for instance in plan.instances:
         instance_env = files.template(
-            name=f"Render LLM worker {instance.name}'s settings (concurrency "
-                 f"{instance.concurrency}, {instance.threads} threads"
-                 + (f", GPU {instance.gpu_index})" if instance.gpu_index is not None else ")"),
+            name=f"Render LLM worker {instance.name}'s settings (concurrency, threads, GPU)",
             src=str(render.TEMPLATES_DIR / "llm-worker@.env.j2"),
             dest=f"{render.CONFIG_DIR}/llm-worker@{instance.name}.env", user=user, group=user,
             mode="600", **render.llm_instance_env(d, instance.name))

@@ -17,8 +17,7 @@ def redis_broker(d: HostDeploy, bind_address: str) -> list:
     apt.packages(name="Install Redis", packages=["redis-server"], update=True,
                  cache_time=86400)
     conf = files.template(
-        name=f"Configure Redis: listen on {bind_address}, password, maxmemory "
-             f"{d.plan.redis.maxmemory_mb} MB, noeviction, AOF",
+        name="Configure Redis: private address, password, maxmemory, noeviction, AOF",
         src=str(render.TEMPLATES_DIR / "redis.conf.j2"), dest="/etc/redis/redis.conf",
         user="redis", group="redis", mode="640", **render.redis_conf(d, bind_address))
     restart = systemd.service(name="Restart Redis (its configuration changed)", service=SERVICE,

@@ -1,0 +1,46 @@
+"""Plans as people read them: a one-line summary, and the full plan with the reason for each
+number (`fleet plan`). Pure."""
+
+from __future__ import annotations
+
+from .sizing import HostPlan
+
+
+def plan_summary(plan: HostPlan) -> str:
+    parts = []
+    if plan.embedding:
+        e = plan.embedding
+        parts.append(f"embedding {e.pool} x{e.concurrency}"
+                     + (f" in {e.processes} processes" if e.processes > 1 else ""))
+    if plan.llm:
+        instances = ", ".join(f"{i.name} x{i.concurrency}" for i in plan.llm.instances)
+        parts.append(f"llm {plan.llm.pool} [{instances}]")
+    if plan.redis:
+        parts.append(f"redis maxmemory {plan.redis.maxmemory_mb} MB")
+    return "; ".join(parts) or "nothing to run"
+
+
+def format_plan(plan: HostPlan) -> str:
+    f = plan.facts
+    gpus = ", ".join(f"GPU {g.index} {g.vram_mb} MB" for g in f.gpus) or "no GPU"
+    lines = [f"{plan.host}: {f.ram_mb} MB RAM, {f.cores} cores, {gpus}"]
+    if plan.embedding:
+        e = plan.embedding
+        lines.append(f"  embedding worker: pool {e.pool}, concurrency {e.concurrency} x "
+                     f"{e.processes} process(es), MemoryMax {e.memory_max_mb} MB, "
+                     f"max-tasks-per-child {e.max_tasks_per_child}")
+        lines += [f"    - {reason}" for reason in e.reasons]
+    if plan.llm:
+        l = plan.llm
+        lines.append(f"  llm worker: {l.device}, pool {l.pool}, {len(l.instances)} instance(s)")
+        for i in l.instances:
+            pinned = f", CUDA_VISIBLE_DEVICES={i.gpu_index}" if i.gpu_index is not None else ""
+            lines.append(f"    {i.name}: concurrency {i.concurrency}, {i.threads} thread(s)"
+                         f"{pinned}")
+        lines += [f"    - {reason}" for reason in l.reasons]
+    if plan.redis:
+        lines.append(f"  redis: maxmemory {plan.redis.maxmemory_mb} MB, policy "
+                     f"{plan.redis.maxmemory_policy}")
+        lines += [f"    - {reason}" for reason in plan.redis.reasons]
+    lines += [f"  WARNING: {warning}" for warning in plan.warnings]
+    return "\n".join(lines)
