@@ -1,0 +1,171 @@
+"""End-to-end: `pyinfra inventory/lab.py deploy.py` on the lab's real systemd hosts, with real
+Redis and real Celery workers (issue #3)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# the default lab's plan (fleet plan --ram-mb ... gives the same)
+PLANNED = {
+    "cpu-small": {"embedding-1": ("gevent", 8), "llm-cpu": ("prefork", 1)},
+    "gpu-box": {"embedding-1": ("gevent", 32), "llm-gpu0": ("threads", 4)},
+}
+UNITS = {
+    "broker": ["redis-server.service"],
+    "cpu-small": ["celery-embedding-worker@1.service", "celery-llm-worker@cpu.service"],
+    "gpu-box": ["celery-embedding-worker@1.service", "celery-llm-worker@gpu0.service"],
+}
+ENV_EXEC = "/usr/local/lib/celery-fleet/env-exec /etc/celery-fleet/embedding-worker.env"
+VENV = "/opt/celery-fleet/venv/bin"
+
+
+def deploy(lab, inventory="inventory/lab.py") -> dict:
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, "deploy.py"],
+                            cwd=ROOT, env=lab.env(), capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
+    assert total, output[-2000:]
+    count = lambda text: 0 if text == "-" else int(text)  # noqa: E731
+    return {"output": output, "operations": int(total.group(1)),
+            "changed": count(total.group(2)), "errors": count(total.group(3)),
+            "unchanged": count(total.group(4))}
+
+
+@pytest.fixture(scope="module")
+def deployed(lab):
+    return deploy(lab)
+
+
+def as_service_user(lab, host, command, timeout=60):
+    return lab.ssh(host, f"sudo -u celery {ENV_EXEC} {command}", timeout=timeout).stdout
+
+
+def inspect_stats(lab, host):
+    out = as_service_user(lab, host, f"{VENV}/celery -A fleet_worker.app inspect stats --json "
+                                     "--timeout 10")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main_pids(lab):
+    pids = {}
+    for host, units in UNITS.items():
+        for unit in units:
+            pids[(host, unit)] = lab.ssh(
+                host, f"systemctl show -p MainPID --value {unit}").stdout.strip()
+    return pids
+
+
+def test_the_deploy_changes_every_host_and_prints_the_plan(deployed):
+    assert deployed["changed"] > 0 and deployed["errors"] == 0
+    assert "[cpu-small] plan: embedding gevent x8; llm prefork [cpu x1]" in deployed["output"]
+    assert "[gpu-box] plan: embedding gevent x32; llm threads [gpu0 x4]" in deployed["output"]
+
+
+def test_every_unit_is_active_and_enabled(lab, deployed):
+    for host, units in UNITS.items():
+        out = lab.ssh(host, f"systemctl is-active {' '.join(units)}; "
+                            f"systemctl is-enabled {' '.join(units)}").stdout.split()
+        assert out == ["active"] * len(units) + ["enabled"] * len(units), host
+
+
+def test_each_worker_reports_its_planned_pool_and_concurrency(lab, deployed):
+    stats = inspect_stats(lab, "cpu-small")  # every worker of the fleet answers
+    implementations = {"gevent": "celery.concurrency.gevent:TaskPool",
+                       "threads": "celery.concurrency.thread:TaskPool",
+                       "prefork": "celery.concurrency.prefork:TaskPool"}
+    for host, workers in PLANNED.items():
+        for worker, (pool, concurrency) in workers.items():
+            pool_stats = stats[f"{worker}@{host}"]["pool"]
+            assert pool_stats["implementation"] == implementations[pool], (host, worker)
+            assert pool_stats["max-concurrency"] == concurrency, (host, worker)
+    assert set(stats) == {f"{w}@{h}" for h, ws in PLANNED.items() for w in ws}
+
+
+def test_the_gpu_worker_is_pinned_and_the_cpu_worker_sees_no_gpu(lab, deployed):
+    gpu = lab.ssh("gpu-box", "cat /proc/$(systemctl show -p MainPID --value "
+                             "celery-llm-worker@gpu0)/environ | tr '\\0' '\\n'").stdout
+    assert "CUDA_VISIBLE_DEVICES=0" in gpu.splitlines() and "OMP_NUM_THREADS=2" in gpu
+    cpu = lab.ssh("cpu-small", "cat /proc/$(systemctl show -p MainPID --value "
+                               "celery-llm-worker@cpu)/environ | tr '\\0' '\\n'").stdout
+    assert "CUDA_VISIBLE_DEVICES=" in cpu.splitlines() and "OMP_NUM_THREADS=1" in cpu
+
+
+SEND_TASKS = r"""
+import json, sys
+from fleet_worker.app import app
+from fleet_worker.tasks import worker_info
+results = [worker_info.apply_async(queue=q) for q in ("embeddings", "llm") for _ in range(12)]
+print(json.dumps([r.get(timeout=60) for r in results]))
+"""
+
+
+def test_tasks_sent_through_the_broker_run_on_each_worker_kind(lab, deployed):
+    out = as_service_user(lab, "cpu-small", f"{VENV}/python -c '{SEND_TASKS}'", timeout=120)
+    results = json.loads(out.strip().splitlines()[-1])
+    embedding, llm = results[:12], results[12:]
+    assert {r["role"] for r in embedding} == {"embedding"}
+    assert {r["role"] for r in llm} == {"llm"}
+    assert {r["node"].split("@")[0] for r in embedding} == {"embedding-1"}
+    assert {r["node"] for r in llm} <= {"llm-cpu@cpu-small", "llm-gpu0@gpu-box"}
+    for r in llm:  # an LLM task on the GPU box ran pinned to its GPU
+        if r["host"] == "gpu-box":
+            assert r["cuda_visible_devices"] == "0"
+
+
+def test_secrets_stay_in_files_only_their_owner_reads(lab, deployed):
+    listing = lab.ssh("cpu-small", "stat -c '%a %U %n' /etc/celery-fleet/*.env").stdout
+    assert all(line.startswith("600 celery ") for line in listing.splitlines())
+    password = (ROOT / ".fleet-secrets" / "broker.redis_password").read_text().strip()
+    assert oct((ROOT / ".fleet-secrets" / "broker.redis_password").stat().st_mode)[-3:] == "600"
+    assert password not in deployed["output"]
+    refused = lab.ssh("cpu-small", f"{VENV}/python -c \"import redis; "
+                      f"redis.Redis(host='broker').ping()\"", check=False)
+    assert refused.returncode != 0
+    assert re.search(r"AuthenticationError|NOAUTH|Authentication required", refused.stderr), \
+        refused.stderr[-300:]
+
+
+def test_a_second_deploy_changes_nothing(lab, deployed):
+    pids = main_pids(lab)
+    again = deploy(lab)
+    assert (again["changed"], again["errors"]) == (0, 0)
+    assert again["unchanged"] == again["operations"]
+    assert main_pids(lab) == pids  # nothing restarted
+
+
+OVERRIDE_INVENTORY = """
+import os
+from celery_fleet.lab import Lab
+from celery_fleet.lab.inventory import inventory_groups
+
+_groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
+for _hosts in _groups.values():
+    for _name, _data in _hosts:
+        if _name == "cpu-small":
+            _data["embedding_concurrency"] = 12
+brokers = _groups["brokers"]
+embedding_workers = _groups["embedding_workers"]
+llm_workers = _groups["llm_workers"]
+"""
+
+
+def test_a_host_data_override_changes_exactly_that_hosts_units(lab, deployed, tmp_path):
+    inventory = tmp_path / "override.py"
+    inventory.write_text(OVERRIDE_INVENTORY)
+    before = main_pids(lab)
+    try:
+        deploy(lab, str(inventory))
+        after = main_pids(lab)
+        restarted = {key for key in before if before[key] != after[key]}
+        assert restarted == {("cpu-small", "celery-embedding-worker@1.service")}
+        stats = inspect_stats(lab, "cpu-small")
+        assert stats["embedding-1@cpu-small"]["pool"]["max-concurrency"] == 12
+        assert stats["embedding-1@gpu-box"]["pool"]["max-concurrency"] == 32
+    finally:
+        deploy(lab)  # back to the plan of the default lab for the tests after this one

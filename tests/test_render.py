@@ -1,0 +1,173 @@
+"""Rendered files: units pass `systemd-analyze verify`, .env files parse the same for systemd
+and env-exec, redis.conf carries the plan."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from celery_fleet import render
+from celery_fleet.checks import compare_stats
+from celery_fleet.facts import parse_worker_units
+from celery_fleet.fleet import HostDeploy, env_quote
+from celery_fleet.settings import resolve
+from celery_fleet.sizing import Gpu, HostFacts, plan_host
+from celery_fleet.wheel import source_digest
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKER_URL = "redis://:s3cr3t-Passw0rd_xyz@10.0.0.5:6379/0"
+
+
+def deploy_of(ram_mb=4096, cores=1, gpus=(), data=None, roles=("broker", "embedding", "llm")):
+    data = data or {}
+    facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
+    plan = plan_host("h", facts, data, roles)
+    return HostDeploy("h", roles, plan, resolve("h", data), BROKER_URL)
+
+
+def env_exec_module():
+    spec = importlib.util.spec_from_loader("env_exec", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec((ROOT / "files" / "env-exec").read_text(), module.__dict__)
+    return module
+
+
+@pytest.fixture
+def unit_root(tmp_path):
+    """An install_dir with an executable `celery`, as verify checks ExecStart= exists."""
+    celery = tmp_path / "venv" / "bin" / "celery"
+    celery.parent.mkdir(parents=True)
+    celery.write_text("#!/bin/sh\n")
+    celery.chmod(0o755)
+    return tmp_path
+
+
+def verify(unit_path: Path) -> str:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    result = subprocess.run(["systemd-analyze", "verify", str(unit_path)], capture_output=True,
+                            text=True, cwd=unit_path.parent)
+    return (result.stdout + result.stderr).strip() + ("" if result.returncode == 0 else
+                                                      f" (exit {result.returncode})")
+
+
+@pytest.mark.parametrize("shape", [
+    dict(ram_mb=4096, cores=1), dict(ram_mb=65536, cores=16, gpus=(81920, 81920)),
+    dict(ram_mb=16384, cores=4, data={"embedding_pool": "prefork"}),
+])
+def test_rendered_units_pass_systemd_analyze_verify(unit_root, shape):
+    shape = dict(shape)
+    data = dict(shape.pop("data", {}), install_dir=str(unit_root))
+    d = deploy_of(**shape, data=data)
+    units = {render.embedding_unit_name("1"): render.render(
+        f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(d))}
+    for instance in d.plan.llm.instances:
+        units[render.llm_unit_name(instance.name)] = render.render(
+            f"{render.LLM_UNIT}.j2", render.llm_unit(d))
+    for name, text in units.items():
+        path = unit_root / name
+        path.write_text(text)
+        assert verify(path) == "", f"{name}:\n{text}"
+
+
+def test_verify_would_catch_a_broken_unit(unit_root):
+    """The check above can fail: a misspelt key is reported."""
+    text = render.render(f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(
+        deploy_of(data={"install_dir": str(unit_root)}))).replace("MemoryMax=", "MemoryMx=")
+    path = unit_root / "broken@1.service"
+    path.write_text(text)
+    assert "Unknown key 'MemoryMx'" in verify(path)
+
+
+def test_embedding_unit_carries_the_plan():
+    d = deploy_of(ram_mb=8192, cores=2)
+    text = render.render(f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(d))
+    assert "--pool=gevent --concurrency=16 --queues=embeddings" in text
+    assert "--hostname=embedding-%i@%H" in text
+    assert "MemoryMax=6144M" in text and "KillMode=mixed" in text
+    assert "TimeoutStopSec=1860" in text  # the longest task (1800 s) plus a margin
+    assert "--max-tasks-per-child" not in text  # gevent has no children to recycle
+    assert BROKER_URL not in text  # units are world-readable: no secrets
+    prefork = deploy_of(data={"embedding_pool": "prefork"})
+    assert "--max-tasks-per-child=100" in render.render(
+        f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(prefork))
+
+
+def test_llm_instances_are_pinned_to_their_gpu():
+    d = deploy_of(ram_mb=65536, cores=8, gpus=(24576, 24576))
+    for index, instance in enumerate(d.plan.llm.instances):
+        text = render.render("llm-worker@.env.j2", render.llm_instance_env(d, instance.name))
+        assert f"CUDA_VISIBLE_DEVICES={index}\n" in text
+        assert 'FLEET_CONCURRENCY="4"' in text and 'OMP_NUM_THREADS="4"' in text
+    cpu = deploy_of(ram_mb=8192, cores=4)
+    text = render.render("llm-worker@.env.j2", render.llm_instance_env(cpu, "cpu"))
+    assert 'CUDA_VISIBLE_DEVICES=""' in text and 'FLEET_CONCURRENCY="1"' in text
+
+
+def test_env_values_read_back_the_same_through_env_exec(tmp_path):
+    tricky = 'k-"quoted" \\back$HOME`x`'
+    d = deploy_of(data={"embedding_api_key": tricky, "embedding_api_url": "http://e:8000/v1"})
+    path = tmp_path / "embedding-worker.env"
+    path.write_text(render.render("embedding-worker.env.j2", render.embedding_env(d)))
+    values = env_exec_module().read_env_file(str(path))
+    assert values["EMBEDDING_API_KEY"] == tricky
+    assert values["FLEET_BROKER_URL"] == BROKER_URL
+    assert values["FLEET_CONCURRENCY"] == "8" and values["FLEET_POOL"] == "gevent"
+
+
+def test_redis_conf_carries_the_plan_and_is_closed():
+    d = deploy_of(ram_mb=8192, cores=2, roles=("broker",))
+    text = render.render("redis.conf.j2", render.redis_conf(d, "10.0.0.5"))
+    assert "bind 127.0.0.1 10.0.0.5\n" in text
+    assert "maxmemory 4096mb\n" in text and "maxmemory-policy noeviction\n" in text
+    assert "requirepass s3cr3t-Passw0rd_xyz\n" in text and "protected-mode yes" in text
+    assert "appendonly yes" in text
+
+
+def test_env_quote_is_json():
+    assert env_quote('a"b') == json.dumps('a"b')
+
+
+STATS = {"embedding-1@cpu-small": {"pool": {"implementation": "celery.concurrency.gevent:TaskPool",
+                                            "max-concurrency": 8}},
+         "llm-cpu@cpu-small": {"pool": {"implementation": "celery.concurrency.prefork:TaskPool",
+                                        "max-concurrency": 1}}}
+
+
+def test_worker_check_accepts_workers_running_as_planned():
+    d = deploy_of(roles=("embedding", "llm"))
+    assert compare_stats(render.planned_workers(d), "cpu-small", json.dumps(STATS)) == []
+
+
+def test_worker_check_names_each_difference():
+    d = deploy_of(ram_mb=8192, cores=2, roles=("embedding", "llm"))  # plans gevent x16
+    stats = dict(STATS)
+    del stats["llm-cpu@cpu-small"]
+    problems = compare_stats(render.planned_workers(d), "cpu-small", json.dumps(stats))
+    assert problems == [
+        "celery-embedding-worker@1.service: runs gevent x8, planned gevent x16",
+        "celery-llm-worker@cpu.service: worker llm-cpu@cpu-small does not answer"]
+    assert "not JSON" in compare_stats(render.planned_workers(d), "h", "Error: timeout")[0]
+
+
+def test_worker_units_fact_lists_instances_only():
+    lines = ["celery-embedding-worker@1.service", "celery-llm-worker@gpu0.service",
+             "celery-embedding-worker@1.service", "celery-llm-worker@.service", "ssh.service"]
+    assert parse_worker_units(lines) == ["celery-embedding-worker@1.service",
+                                         "celery-llm-worker@gpu0.service"]
+
+
+def test_worker_source_digest_ignores_build_leftovers(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    before = source_digest(tmp_path)
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "junk").write_text("junk")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.pyc").write_text("junk")
+    assert source_digest(tmp_path) == before
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert source_digest(tmp_path) != before
