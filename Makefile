@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo lab down status test test-pure bench-lab
+.PHONY: setup demo deploy plan lab down status test test-pure bench-lab
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -11,9 +11,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# bring the local lab up (3 real systemd hosts) and show what pyinfra sees of them
+# bring the local lab up (3 real systemd hosts), deploy the fleet to it, show what runs
 demo: lab
-	$(BIN)/pyinfra -y inventory/lab.py fact hardware.Memory hardware.Cpus
+	$(BIN)/pyinfra -y inventory/lab.py deploy.py
+	@for h in broker cpu-small gpu-box; do echo "== $$h"; \
+	  $(BIN)/fleet lab ssh $$h systemctl list-units --no-pager --plain --no-legend \
+	    'redis-server.service' 'celery-*'; done
+
+deploy: setup
+	$(BIN)/pyinfra -y inventory/lab.py deploy.py
+
+plan: setup
+	$(BIN)/fleet plan inventory/lab.py
 
 lab: setup
 	$(BIN)/fleet lab up

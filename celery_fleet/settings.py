@@ -184,3 +184,12 @@ def parse_cli_value(key: str, text: str) -> Any:
         raise SettingsError("(command line)", key, text, "no such setting" + did_you_mean(key))
     value = yaml.safe_load(text)
     return text if isinstance(value, (str, type(None))) and text != "null" else value
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table, generated from this mapping (tests/test_readme.py)."""
+    rows = ["| setting | default | accepted | what it does |", "|---|---|---|---|"]
+    for s in _SETTINGS:
+        default = "auto" if s.default is None else f"`{s.default!r}`"
+        rows.append(f"| `{s.key}` | {default} | {s.accepted} | {s.doc} |")
+    return "\n".join(rows)

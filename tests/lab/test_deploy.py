@@ -139,7 +139,10 @@ def test_a_second_deploy_changes_nothing(lab, deployed):
     assert main_pids(lab) == pids  # nothing restarted
 
 
-OVERRIDE_INVENTORY = """
+def lab_inventory_with(tmp_path, overrides: dict) -> str:
+    """An inventory of the test lab with host data overridden: {host: {key: value}}."""
+    path = tmp_path / "inventory_with_overrides.py"
+    path.write_text(f"""
 import os
 from celery_fleet.lab import Lab
 from celery_fleet.lab.inventory import inventory_groups
@@ -147,20 +150,37 @@ from celery_fleet.lab.inventory import inventory_groups
 _groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
 for _hosts in _groups.values():
     for _name, _data in _hosts:
-        if _name == "cpu-small":
-            _data["embedding_concurrency"] = 12
+        _data.update({overrides!r}.get(_name, {{}}))
 brokers = _groups["brokers"]
 embedding_workers = _groups["embedding_workers"]
 llm_workers = _groups["llm_workers"]
-"""
+""")
+    return str(path)
+
+
+def test_bad_inventory_values_stop_the_deploy_before_any_host_is_changed(lab, deployed,
+                                                                          tmp_path):
+    inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": -1},
+                                              "gpu-box": {"llm_pool": "gevent"}})
+    before = main_pids(lab)
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, "deploy.py"],
+                            cwd=ROOT, env=lab.env(), capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "invalid inventory, no host was changed" in output
+    assert "host 'cpu-small': embedding_concurrency=-1 is not accepted: a whole number >= 1" \
+        in output
+    assert "host 'gpu-box': llm_pool='gevent' is not accepted: on a GPU host one of threads, " \
+        "solo" in output
+    assert "Grand total" not in output  # not one operation ran
+    assert main_pids(lab) == before
 
 
 def test_a_host_data_override_changes_exactly_that_hosts_units(lab, deployed, tmp_path):
-    inventory = tmp_path / "override.py"
-    inventory.write_text(OVERRIDE_INVENTORY)
+    inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": 12}})
     before = main_pids(lab)
     try:
-        deploy(lab, str(inventory))
+        deploy(lab, inventory)
         after = main_pids(lab)
         restarted = {key for key in before if before[key] != after[key]}
         assert restarted == {("cpu-small", "celery-embedding-worker@1.service")}
