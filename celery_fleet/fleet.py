@@ -16,7 +16,7 @@ from pyinfra.facts.hardware import Cpus, Memory
 from .facts import NvidiaGpus
 from .gpu import gpus_of
 from .secrets import read_or_create
-from .settings import SettingsError, resolve
+from .settings import SettingsError, problems, resolve
 from .sizing import HostFacts, HostPlan, plan_host
 
 # pyinfra inventory group -> role in the plan
@@ -63,9 +63,12 @@ def plan_inventory(inventory) -> dict[str, tuple]:
     planned: dict[str, tuple] = {}
     for host in hosts:
         data = host.data.dict()
-        try:
-            settings = resolve(host.name, data)
-            plan = plan_host(host.name, detected_facts(host), data, roles_of(host),
+        bad_values = problems(host.name, data)
+        errors += [str(error) for error in bad_values]
+        valid = {k: v for k, v in data.items() if k not in {e.key for e in bad_values}}
+        try:  # plan with the valid values too, so rules that refuse a combination speak now
+            settings = resolve(host.name, valid)
+            plan = plan_host(host.name, detected_facts(host), valid, roles_of(host),
                              embedding_hosts=embedding_hosts)
         except SettingsError as error:
             errors.append(str(error))

@@ -160,19 +160,28 @@ def did_you_mean(key: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def resolve(host: str, data: dict) -> dict[str, Any]:
-    """Defaults overlaid with the host's data, every value checked; raises SettingsError."""
-    resolved = dict(DEFAULTS)
+def problems(host: str, data: dict) -> list[SettingsError]:
+    """Every bad value and unknown key in a host's data (empty when all is well)."""
+    found = []
     for key, value in data.items():
         if key in SETTINGS:
             setting = SETTINGS[key]
             if value is not None and not setting.check(value):
-                raise SettingsError(host, key, value, setting.accepted)
-            resolved[key] = value
+                found.append(SettingsError(host, key, value, setting.accepted))
         elif not key.startswith(FOREIGN_PREFIXES) and (
                 key.startswith(OWN_PREFIXES) or did_you_mean(key)):
-            raise SettingsError(host, key, value, "no such setting" + did_you_mean(key)
-                                + "; settings are listed in README.md")
+            found.append(SettingsError(host, key, value, "no such setting" + did_you_mean(key)
+                                       + "; settings are listed in README.md"))
+    return found
+
+
+def resolve(host: str, data: dict) -> dict[str, Any]:
+    """Defaults overlaid with the host's data, every value checked; raises SettingsError."""
+    found = problems(host, data)
+    if found:
+        raise found[0]
+    resolved = dict(DEFAULTS)
+    resolved.update({key: value for key, value in data.items() if key in SETTINGS})
     return resolved
 
 

@@ -161,7 +161,7 @@ llm_workers = _groups["llm_workers"]
 def test_bad_inventory_values_stop_the_deploy_before_any_host_is_changed(lab, deployed,
                                                                           tmp_path):
     inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": -1},
-                                              "gpu-box": {"llm_pool": "gevent"}})
+                                              "gpu-box": {"llm_pool": "prefork"}})
     before = main_pids(lab)
     result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, "deploy.py"],
                             cwd=ROOT, env=lab.env(), capture_output=True, text=True, timeout=300)
@@ -170,7 +170,7 @@ def test_bad_inventory_values_stop_the_deploy_before_any_host_is_changed(lab, de
     assert "invalid inventory, no host was changed" in output
     assert "host 'cpu-small': embedding_concurrency=-1 is not accepted: a whole number >= 1" \
         in output
-    assert "host 'gpu-box': llm_pool='gevent' is not accepted: on a GPU host one of threads, " \
+    assert "host 'gpu-box': llm_pool='prefork' is not accepted: on a GPU host one of threads, " \
         "solo" in output
     assert "Grand total" not in output  # not one operation ran
     assert main_pids(lab) == before
