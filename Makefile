@@ -2,13 +2,13 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo deploy plan lab down status test test-pure bench-lab
+.PHONY: setup demo deploy plan lab down status test test-pure bench bench-lab
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]' -e ./worker
 	touch $@
 
 # bring the local lab up (3 real systemd hosts), deploy the fleet to it, show what runs
@@ -39,6 +39,10 @@ test: setup
 
 test-pure: setup
 	$(BIN)/pytest -m "not lab"
+
+# the sizing proof: real workers against the fake backend (about 5 minutes)
+bench: setup
+	$(BIN)/fleet bench
 
 bench-lab: setup
 	$(BIN)/python benchmarks/lab_cycle.py --cycles 5 --build

@@ -2,6 +2,7 @@
 
     fleet plan --ram-mb N --cores N [--gpu VRAM_MB]... [--set KEY=VALUE]... [--json]
     fleet plan inventory/X.py [--json]
+    fleet bench [--quick] [--cases abc]
     fleet lab up [--hosts SPEC] | down | status | ssh NAME [COMMAND...]
 """
 
@@ -55,6 +56,11 @@ def plan_command(args) -> int:
 
 def _lab(args) -> Lab:
     return Lab(instance=args.instance, subnet=getattr(args, "subnet", None))
+
+
+def bench_command(args) -> int:
+    from .bench.run import main as bench_main  # imports the worker app: only when needed
+    return bench_main(args.out, args.quick, args.cases)
 
 
 def lab_up(args) -> int:
@@ -114,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--name", default="host", help=argparse.SUPPRESS)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(func=plan_command)
+
+    bench = commands.add_parser("bench", help="sweep pools and concurrencies with real celery "
+                                "workers against the fake backend on this machine")
+    bench.add_argument("--out", default="bench-out", help="results.json and bench.png go here")
+    bench.add_argument("--quick", action="store_true", help="half the tasks per configuration")
+    bench.add_argument("--cases", default="abc", help="a: embeddings 200 ms, b: rate-limited, "
+                       "c: CPU-bound inference (default: %(default)s)")
+    bench.set_defaults(func=bench_command)
 
     lab = commands.add_parser("lab", help="a local fleet of real systemd hosts (needs root)")
     lab.add_argument("--instance", default=os.environ.get("FLEET_LAB_INSTANCE", DEFAULT_INSTANCE),

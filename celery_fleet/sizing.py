@@ -25,9 +25,17 @@ EMBEDDING_RAM_TIERS = (  # (nominal RAM MB, concurrency, memory max MB), largest
 # Below ~4 GB the documents give nothing: half the tier's greenlets, half the RAM as ceiling.
 EMBEDDING_SMALL_HOST_CONCURRENCY = 4
 EMBEDDING_SMALL_HOST_MEMORY_SHARE = 0.5
-# SIZING.md: one gevent process spends ~6-7 ms CPU per embedding task and saturates near
-# 130-150 tasks/s; gevent 64 and 128 in one process were no faster than 32, two processes of
-# 64 reached 176/s. Past 32 greenlets, add a process instead.
+EMBEDDING_MEMORY_MIN_MB = 512  # a worker process with its imports takes ~60-70 MB
+# CPU one embedding task costs its worker process (Celery, urllib3, JSON, Redis ack and
+# result). fleet bench on this machine kind: one gevent process used 2.6 CPU-s for 232 tasks
+# (~11 ms each; SIZING.md measured ~6-7 ms with a lighter task). A process drives at most
+# latency / 11 ms greenlets: at 200 ms, ~18; gevent 32 in one process reached 72-95 tasks/s,
+# in two processes 148 (fleet bench, case a).
+EMBEDDING_CPU_MS_PER_TASK = 11
+# Latency assumed when the inventory gives none: the design documents' reference endpoint.
+ASSUMED_EMBEDDING_LATENCY_MS = 200
+# SIZING.md: gevent 64 and 128 in one process were no faster than 32: past 32 greenlets in a
+# process, split them across processes.
 GEVENT_PER_PROCESS_MAX = 32
 # SIZING.md, 50 requests/s limit, 200 ms endpoint: gevent 12 was best (49/s, no 429); 16 and up
 # brought 429 storms and slower tasks. Best = 1.05 x rate x measured end-to-end latency.
@@ -161,56 +169,70 @@ def apply_fact_overrides(detected: HostFacts, settings: dict) -> HostFacts:
 # ---- the rules ----------------------------------------------------------------------------
 
 def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> EmbeddingPlan:
+    """concurrency is per worker process (Celery's --concurrency); processes run side by side."""
     reasons = []
     for nominal, tier_concurrency, tier_memory in EMBEDDING_RAM_TIERS:
         if facts.ram_mb >= nominal * NOMINAL_SHARE:
             concurrency, memory_max = tier_concurrency, min(tier_memory, facts.ram_mb)
             reasons.append(f"{facts.ram_mb} MB RAM is the ~{nominal // 1024} GB tier: "
-                           f"{tier_concurrency} in flight, MemoryMax {memory_max} MB")
+                           f"{tier_concurrency} in flight per process, {memory_max} MB of memory")
             break
     else:
         concurrency = EMBEDDING_SMALL_HOST_CONCURRENCY
         memory_max = int(facts.ram_mb * EMBEDDING_SMALL_HOST_MEMORY_SHARE)
         reasons.append(f"{facts.ram_mb} MB RAM is below the ~4 GB tier: {concurrency} in flight, "
-                       f"MemoryMax half the RAM")
+                       f"half the RAM as memory ceiling")
 
     rate, latency = s["embedding_rate_limit_per_min"], s["embedding_latency_ms"]
+    host_cap = None
     if rate and latency:
         fleet_cap = math.ceil(LITTLE_LAW_HEADROOM * rate / 60 * latency / 1000)
         host_cap = max(1, math.ceil(fleet_cap / max(1, embedding_hosts)))
-        if host_cap < concurrency:
-            concurrency = host_cap
-            reasons.append(
-                f"rate limit {rate:g}/min x {latency:g} ms x {LITTLE_LAW_HEADROOM} (Little's law)"
-                f" = {fleet_cap} in flight fleet-wide, {host_cap} on each of {embedding_hosts} "
-                "host(s): more would only collect 429s")
+        reasons.append(
+            f"rate limit {rate:g}/min x {latency:g} ms x {LITTLE_LAW_HEADROOM} (Little's law)"
+            f" = {fleet_cap} in flight fleet-wide, {host_cap} on each of {embedding_hosts} "
+            "host(s): more would only collect 429s")
+        concurrency = min(concurrency, host_cap)
     elif rate:
         reasons.append("rate limit given without embedding_latency_ms: concurrency not capped")
 
+    pool = s["embedding_pool"]
+    processes = 1
     if s["embedding_concurrency"] is not None:
         concurrency = s["embedding_concurrency"]
         reasons.append(f"embedding_concurrency={concurrency} set in the inventory")
-    if s["embedding_memory_max_mb"] is not None:
-        memory_max = s["embedding_memory_max_mb"]
-        reasons.append(f"embedding_memory_max_mb={memory_max} set in the inventory")
-
-    pool = s["embedding_pool"]
+        if pool in IN_PROCESS_POOLS and concurrency > GEVENT_PER_PROCESS_MAX:
+            processes = min(math.ceil(concurrency / GEVENT_PER_PROCESS_MAX), facts.cores)
+            concurrency = math.ceil(concurrency / processes)
+            reasons.append(f"past {GEVENT_PER_PROCESS_MAX} greenlets a process is no faster: "
+                           f"{processes} process(es) of {concurrency}")
+    if pool in IN_PROCESS_POOLS:
+        assumed = latency or ASSUMED_EMBEDDING_LATENCY_MS
+        needed = math.ceil(concurrency * EMBEDDING_CPU_MS_PER_TASK / assumed)
+        if min(needed, facts.cores) > processes:
+            processes = min(needed, facts.cores)
+            reasons.append(
+                f"{concurrency} {pool} tasks of {assumed:g} ms need {concurrency} x "
+                f"{EMBEDDING_CPU_MS_PER_TASK} ms CPU per {assumed:g} ms: {processes} processes "
+                f"(at most one per core)")
+        if host_cap and s["embedding_concurrency"] is None and processes * concurrency > host_cap:
+            concurrency = max(1, math.ceil(host_cap / processes))
+    if s["embedding_processes"] is not None:
+        processes = s["embedding_processes"]
+        reasons.append(f"embedding_processes={processes} set in the inventory")
     if pool == "solo":
         concurrency, processes = 1, 1
         reasons.append("solo pool runs one task at a time")
-    elif s["embedding_processes"] is not None:
-        processes = s["embedding_processes"]
-        reasons.append(f"embedding_processes={processes} set in the inventory")
-    elif pool in IN_PROCESS_POOLS and concurrency > GEVENT_PER_PROCESS_MAX:
-        processes = min(math.ceil(concurrency / GEVENT_PER_PROCESS_MAX), facts.cores)
-        reasons.append(f"one process drives ~{GEVENT_PER_PROCESS_MAX} {pool} tasks "
-                       f"(~7 ms CPU each): {processes} process(es) on {facts.cores} core(s)")
-    else:
+    elif pool == "prefork":
         processes = 1
-    per_process = max(1, math.ceil(concurrency / processes))
-    if pool == "prefork":
         reasons.append("prefork forks one child per task slot (~50 MB each)")
-    return EmbeddingPlan(pool, per_process, processes, memory_max,
+    if processes > 1:
+        memory_max = max(EMBEDDING_MEMORY_MIN_MB, memory_max // processes)
+        reasons.append(f"the memory ceiling is shared: {memory_max} MB per process")
+    if s["embedding_memory_max_mb"] is not None:
+        memory_max = s["embedding_memory_max_mb"]
+        reasons.append(f"embedding_memory_max_mb={memory_max} set in the inventory")
+    return EmbeddingPlan(pool, concurrency, processes, memory_max,
                          s["embedding_max_tasks_per_child"], tuple(reasons))
 
 

@@ -26,9 +26,11 @@ EMBEDDING_TABLE = [
     (facts(7.5, 2), ("gevent", 16, 1, 6144)),  # a "8 GB" machine
     (facts(8, 2), ("gevent", 16, 1, 6144)),
     (facts(12, 4), ("gevent", 16, 1, 6144)),
-    (facts(15.6, 8), ("gevent", 32, 1, 8192)),  # a "16 GB" machine
-    (facts(64, 16), ("gevent", 32, 1, 8192)),
-    (facts(1024, 128, 8, 80), ("gevent", 32, 1, 8192)),
+    # 32 greenlets x 11 ms CPU per 200 ms: one process cannot drive them, two can
+    (facts(15.6, 8), ("gevent", 32, 2, 4096)),  # a "16 GB" machine
+    (facts(16, 1), ("gevent", 32, 1, 8192)),  # one core: one process
+    (facts(64, 16), ("gevent", 32, 2, 4096)),
+    (facts(1024, 128, 8, 80), ("gevent", 32, 2, 4096)),
 ]
 
 
@@ -60,7 +62,8 @@ def test_rate_limit_without_latency_says_so_and_does_not_cap():
 
 
 @pytest.mark.parametrize("concurrency, cores, expected", [
-    (64, 8, (32, 2)), (100, 8, (25, 4)), (33, 8, (17, 2)), (64, 1, (64, 1)), (32, 8, (32, 1)),
+    (64, 8, (32, 2)), (100, 8, (25, 4)), (33, 8, (17, 2)), (64, 1, (64, 1)), (32, 8, (32, 2)),
+    (16, 8, (16, 1)),
 ])
 def test_past_one_process_add_processes_not_greenlets(concurrency, cores, expected):
     s = dict(DEFAULTS, embedding_concurrency=concurrency)
@@ -75,7 +78,12 @@ def test_explicit_embedding_overrides_win():
              embedding_rate_limit_per_min=60, embedding_latency_ms=100)
     plan = plan_embedding(facts(4, 2), s)
     assert (plan.pool, plan.concurrency, plan.processes, plan.memory_max_mb,
-            plan.max_tasks_per_child) == ("threads", 4, 3, 2000, 7)
+            plan.max_tasks_per_child) == ("threads", 12, 3, 2000, 7)
+
+
+def test_a_slow_endpoint_needs_fewer_processes_for_the_same_greenlets():
+    plan = plan_embedding(facts(32, 8), dict(DEFAULTS, embedding_latency_ms=2000))
+    assert (plan.concurrency, plan.processes) == (32, 1)
 
 
 def test_solo_embedding_pool_runs_one_at_a_time():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 # longest task (SIZING.md: the default of 1 h re-runs longer tasks).
 DEFAULT_TASK_TIME_LIMIT_S = 1800
 VISIBILITY_MARGIN_S = 600
+REDIS_CONNECTIONS_SPARE = 10  # the consumer, heartbeats, control commands
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,18 @@ class WorkerConfig:
     embedding_api_url: str
     embedding_api_key: str
     embedding_model: str
+    embedding_rate_limit_per_s: float  # shared by the whole fleet; 0: none
+    embedding_rate_burst: int
     llm_api_url: str
     llm_model: str
     llm_threads: int
+
+    @property
+    def redis_connections(self) -> int:
+        """kombu's Redis pool defaults to 10 connections: 32 greenlets acking late at once
+        failed with "Couldn't ack ... MaxConnectionsError" (fleet bench), leaving messages to
+        be delivered again. Every task slot may ack and store a result at the same moment."""
+        return 2 * self.concurrency + REDIS_CONNECTIONS_SPARE
 
     @property
     def visibility_timeout_s(self) -> int:
@@ -48,6 +58,8 @@ def from_environ(env=os.environ) -> WorkerConfig:
         embedding_api_url=env.get("EMBEDDING_API_URL", ""),
         embedding_api_key=env.get("EMBEDDING_API_KEY", ""),
         embedding_model=env.get("EMBEDDING_MODEL", ""),
+        embedding_rate_limit_per_s=float(env.get("EMBEDDING_RATE_LIMIT_PER_S", "0") or 0),
+        embedding_rate_burst=int(env.get("EMBEDDING_RATE_BURST", "1") or 1),
         llm_api_url=env.get("LLM_API_URL", ""),
         llm_model=env.get("LLM_MODEL", ""),
         llm_threads=int(env.get("FLEET_LLM_THREADS", "1")),

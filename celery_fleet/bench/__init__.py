@@ -1,0 +1,1 @@
+"""Benchmarks of celery-fleet (fleet bench)."""
