@@ -11,6 +11,7 @@ from pyinfra import host, inventory, logger, state
 from celery_fleet.fleet import fleet_plans, private_address
 from celery_fleet.planview import plan_summary
 from roles.embedding_worker import embedding_worker
+from roles.fake_backend import fake_backend
 from roles.llm_worker import llm_worker
 from roles.redis_broker import redis_broker
 from roles.units import EMBEDDING_PREFIX, LLM_PREFIX, retire_worker
@@ -26,6 +27,8 @@ if plan is not None:
     changes = []
     if "broker" in plan.roles:
         changes += redis_broker(plan, private_address(host, plan.settings))
+    if plan.settings["fake_openai_backend"]:
+        fake_backend(plan)
     if "embedding" in plan.roles or "llm" in plan.roles:
         app_changes = worker_base(plan)
         changes += app_changes

@@ -124,6 +124,17 @@ def llm_instance_env(d: HostDeploy, instance_name: str) -> dict:
             "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index}
 
 
+FAKE_OPENAI_UNIT = "celery-fleet-fake-openai.service"
+FAKE_OPENAI_SCRIPT = "/usr/local/lib/celery-fleet/fake-openai-server"
+FAKE_OPENAI_PORT = 8080
+
+
+def fake_openai_unit(d: HostDeploy) -> dict:
+    return {"script": FAKE_OPENAI_SCRIPT, "port": FAKE_OPENAI_PORT,
+            "latency_ms": d.settings["fake_openai_latency_ms"],
+            "completion_cpu_ms": d.settings["fake_openai_completion_cpu_ms"]}
+
+
 def planned_workers(d: HostDeploy) -> list[dict]:
     """Each worker process the plan runs: its unit, Celery node name (before @hostname) and
     the pool and concurrency it must report."""

@@ -145,6 +145,15 @@ _SETTINGS = [
     Setting("extra_ca_certificates", [], "a list of certificate file paths on the controller",
             _path_list, "CA certificates the hosts must trust (pip behind a TLS proxy)",
             "deploy"),
+    Setting("fake_openai_backend", False, "true or false", lambda v: isinstance(v, bool),
+            "run the project's fake OpenAI-compatible API on 127.0.0.1:8080 of this host "
+            "(the lab and its tests; never in production)", "deploy"),
+    Setting("fake_openai_latency_ms", 50, "a number of milliseconds >= 0",
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+            "the fake API's answer time for embeddings", "deploy"),
+    Setting("fake_openai_completion_cpu_ms", 300, "a number of milliseconds >= 0",
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+            "CPU the fake API burns per completion, across every core", "deploy"),
     Setting("pip_index_url", "", "a URL, or empty for PyPI", _text,
             "package index the hosts install Python packages from", "deploy"),
 ]
@@ -205,3 +214,19 @@ def settings_table_markdown() -> str:
         default = "auto" if s.default is None else f"`{s.default!r}`"
         rows.append(f"| `{s.key}` | {default} | {s.accepted} | {s.doc} |")
     return "\n".join(rows)
+
+
+def update_readme(path: str = "README.md") -> None:
+    """Rewrite the settings table between the README's markers: python -m celery_fleet.settings"""
+    import re
+    from pathlib import Path
+
+    readme = Path(path)
+    text = re.sub(r"(<!-- settings-table:start -->\n).*?(\n<!-- settings-table:end -->)",
+                  lambda m: m.group(1) + settings_table_markdown() + m.group(2),
+                  readme.read_text(), flags=re.S)
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    update_readme()

@@ -14,8 +14,7 @@ def test_settings_table_is_the_one_generated_from_the_defaults():
                       README, re.S)
     assert table, "README lost its settings table markers"
     assert table.group(1).strip() == settings_table_markdown(), (
-        "README settings table is stale: paste the output of "
-        "python -c 'from celery_fleet.settings import settings_table_markdown as t; print(t())'")
+        "README settings table is stale: run python -m celery_fleet.settings")
 
 
 def test_the_make_targets_the_readme_teaches_exist():

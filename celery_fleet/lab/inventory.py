@@ -36,10 +36,21 @@ def host_data(state: dict, record: dict) -> dict:
     }
 
 
+# Worker hosts of the lab call the fake OpenAI-compatible API the deploy runs beside them.
+LAB_WORKER_DATA = {
+    "fake_openai_backend": True,
+    "embedding_api_url": "http://127.0.0.1:8080/v1",
+    "llm_api_url": "http://127.0.0.1:8080/v1",
+}
+
+
 def inventory_groups(state: dict) -> dict[str, list[tuple[str, dict]]]:
     groups: dict[str, list[tuple[str, dict]]] = {group: [] for group in ROLE_GROUPS.values()}
     for record in state["hosts"]:
         spec = HostSpec.from_dict(record["spec"])
+        data = host_data(state, record)
+        if set(spec.roles) & {"embedding", "llm"}:
+            data.update(LAB_WORKER_DATA)
         for group in spec.groups:
-            groups[group].append((spec.name, host_data(state, record)))
+            groups[group].append((spec.name, data))
     return groups

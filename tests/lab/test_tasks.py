@@ -1,0 +1,53 @@
+"""End-to-end: real tasks through the deployed fleet against the fake OpenAI API the lab runs
+beside the workers (issue #4)."""
+
+import json
+import runpy
+
+from .conftest import ROOT, VENV, as_service_user
+
+FAKE = runpy.run_path(str(ROOT / "files" / "fake_openai_server.py"))
+WORKER_HOSTS = ("cpu-small", "gpu-box")
+
+SEND = r"""
+import json
+from fleet_worker.tasks import embed, generate
+embeddings = [embed.delay([f"document {i}"]) for i in range(EMBEDDINGS)]
+generations = [generate.delay(f"prompt {i}") for i in range(GENERATIONS)]
+print(json.dumps({"embeddings": [r.get(timeout=300) for r in embeddings],
+                  "generations": [r.get(timeout=300) for r in generations]}))
+"""
+
+
+def send(lab, embeddings: int, generations: int) -> dict:
+    script = SEND.replace("EMBEDDINGS", str(embeddings)).replace("GENERATIONS", str(generations))
+    out = as_service_user(lab, "cpu-small", f"{VENV}/python -c '{script}'", timeout=600)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def backend(lab, host: str, path: str, payload: dict | None = None) -> dict:
+    data = "None" if payload is None else repr(json.dumps(payload).encode())
+    script = ("import json, urllib.request; r = urllib.request.Request("
+              f"'http://127.0.0.1:8080{path}', data={data}, "
+              "headers={'Content-Type': 'application/json'}); "
+              "print(urllib.request.urlopen(r, timeout=10).read().decode())")
+    return json.loads(lab.ssh(host, f'python3 -c "{script}"').stdout)
+
+
+def test_200_embeddings_and_5_generations_complete_with_correct_results(lab, deployed):
+    results = send(lab, 200, 5)
+    assert results["embeddings"] == [[FAKE["vector_of"](f"document {i}")] for i in range(200)]
+    assert results["generations"] == [FAKE["completion_of"](f"prompt {i}") for i in range(5)]
+
+
+def test_a_429_storm_is_retried_not_lost(lab, deployed):
+    before = {h: backend(lab, h, "/admin/stats") for h in WORKER_HOSTS}
+    for host in WORKER_HOSTS:
+        backend(lab, host, "/admin/storm", {"count": 40})
+    results = send(lab, 100, 0)
+    assert results["embeddings"] == [[FAKE["vector_of"](f"document {i}")] for i in range(100)]
+    after = {h: backend(lab, h, "/admin/stats") for h in WORKER_HOSTS}
+    refused = sum(after[h]["storm_429"] - before[h]["storm_429"] for h in WORKER_HOSTS)
+    served = sum(after[h]["embeddings"] - before[h]["embeddings"] for h in WORKER_HOSTS)
+    assert refused > 0  # the storm hit tasks, and they were retried until served
+    assert served >= 100
