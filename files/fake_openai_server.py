@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_DIMENSIONS = 16
+CONCURRENT_COMPLETIONS = 8
 
 
 def vector_of(text: str, dimensions: int = DEFAULT_DIMENSIONS) -> list[float]:
@@ -78,7 +79,9 @@ class Backend:
         self.capacity = threading.BoundedSemaphore(args.capacity)
         self.bucket = TokenBucket(args.rate_limit_per_s, args.burst) \
             if args.rate_limit_per_s else None
-        self.pool = ProcessPoolExecutor(max_workers=args.cpu_workers) \
+        # room for several completions at once: they share the cores, as concurrent
+        # llama.cpp requests do, instead of queueing behind each other
+        self.pool = ProcessPoolExecutor(max_workers=args.cpu_workers * CONCURRENT_COMPLETIONS) \
             if args.completion_cpu_ms else None
         self.lock = threading.Lock()
         self.storm = 0

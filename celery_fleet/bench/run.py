@@ -223,8 +223,8 @@ def format_table(results: list[Result]) -> str:
                   f"{'mean s':>7} {'RSS MB':>7} {'errors':>6} {'429s':>5}"]
         for r in rows:
             mark = "  <- chosen" if r.chosen else ""
-            lines.append(f"  {r.config:<26} {r.tasks:>5} {r.tasks_per_s:>8.1f} "
-                         f"{r.ideal_per_s:>7.1f} {r.ratio:>6.2f} {r.mean_completion_s:>7.2f} "
+            lines.append(f"  {r.config:<26} {r.tasks:>5} {r.tasks_per_s:>8.2f} "
+                         f"{r.ideal_per_s:>7.2f} {r.ratio:>6.2f} {r.mean_completion_s:>7.2f} "
                          f"{r.worker_rss_mb:>7.0f} {r.errors:>6} "
                          f"{r.backend.get('rate_limited', 0):>5}{mark}")
         chosen = next((r for r in rows if r.chosen), None)

@@ -3,6 +3,7 @@ beside the workers (issue #4)."""
 
 import json
 import runpy
+import shlex
 
 from .conftest import ROOT, VENV, as_service_user
 
@@ -31,7 +32,7 @@ def backend(lab, host: str, path: str, payload: dict | None = None) -> dict:
               f"'http://127.0.0.1:8080{path}', data={data}, "
               "headers={'Content-Type': 'application/json'}); "
               "print(urllib.request.urlopen(r, timeout=10).read().decode())")
-    return json.loads(lab.ssh(host, f'python3 -c "{script}"').stdout)
+    return json.loads(lab.ssh(host, f"python3 -c {shlex.quote(script)}").stdout)
 
 
 def test_200_embeddings_and_5_generations_complete_with_correct_results(lab, deployed):
