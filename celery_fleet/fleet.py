@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.hardware import Cpus, Memory
@@ -50,6 +51,30 @@ def private_address(host, settings: dict) -> str:
     return settings["private_address"] or host.data.get("ssh_hostname") or host.name
 
 
+def controller_problems(host, settings: dict, detected: HostFacts) -> list[str]:
+    """Checks that need the controller's files or the host's detected facts."""
+    found = []
+    for path in settings["extra_ca_certificates"]:
+        if not Path(path).is_file():
+            found.append(str(SettingsError(host.name, "extra_ca_certificates", path,
+                                           "paths of certificate files on this controller; "
+                                           "this one does not exist")))
+    source = settings["worker_app_source"]
+    if ("/" in source or source.startswith(".") or Path(source).exists()) \
+            and not (Path(source) / "pyproject.toml").is_file():
+        found.append(str(SettingsError(host.name, "worker_app_source", source,
+                                       "a directory with a pyproject.toml on this controller, "
+                                       "or a pip requirement such as mycompany-workers==1.2")))
+    override = settings["gpus"]
+    if override and len(override) > len(detected.gpus):
+        seen = (f"nvidia-smi failed: {detected.gpu_problem}" if detected.gpu_problem
+                else f"nvidia-smi finds {len(detected.gpus)} GPU(s)")
+        found.append(str(SettingsError(host.name, "gpus", override,
+                                       f"at most the GPUs the host has ({seen}); a worker "
+                                       "pinned to a missing GPU cannot start")))
+    return found
+
+
 def plan_inventory(inventory) -> dict[str, tuple]:
     """{host name: (host, settings, plan)} for every fleet host; raises FleetError listing
     every bad value and the broker count problem, before anything is changed."""
@@ -68,10 +93,15 @@ def plan_inventory(inventory) -> dict[str, tuple]:
         valid = {k: v for k, v in data.items() if k not in {e.key for e in bad_values}}
         try:  # plan with the valid values too, so rules that refuse a combination speak now
             settings = resolve(host.name, valid)
-            plan = plan_host(host.name, detected_facts(host), valid, roles_of(host),
+            detected = detected_facts(host)
+            plan = plan_host(host.name, detected, valid, roles_of(host),
                              embedding_hosts=embedding_hosts)
         except SettingsError as error:
             errors.append(str(error))
+            continue
+        controller = controller_problems(host, settings, detected)
+        if controller:
+            errors += controller
             continue
         planned[host.name] = (host, settings, plan)
     if errors:

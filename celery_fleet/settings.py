@@ -10,6 +10,7 @@ A default of None means "computed by the sizing core from the host's facts" (see
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -53,6 +54,15 @@ def _text(v: Any) -> bool:
     return isinstance(v, str) and v.isascii() and v.isprintable()
 
 
+def _url(v: Any) -> bool:
+    return _text(v) and (v == "" or (v.startswith(("http://", "https://")) and " " not in v
+                                     and len(v) > len("http://")))
+
+
+def _user_name(v: Any) -> bool:
+    return _text(v) and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v) is not None and v != "root"
+
+
 def _vram_list(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and all(_int_at_least(1024)(x) for x in v)
 
@@ -92,7 +102,7 @@ _SETTINGS = [
             "embedding"),
     Setting("embedding_max_tasks_per_child", 100, "a whole number >= 1", _int_at_least(1),
             "recycle a pool child after this many tasks (prefork only)", "embedding"),
-    Setting("embedding_api_url", "", "a URL such as http://10.0.0.5:8000/v1", _text,
+    Setting("embedding_api_url", "", "an http(s) URL such as http://10.0.0.5:8000/v1", _url,
             "OpenAI-compatible API base URL the embed task calls", "embedding"),
     Setting("embedding_model", "text-embedding-3-small", "a model name", _text,
             "model name sent to the embeddings API", "embedding"),
@@ -111,7 +121,7 @@ _SETTINGS = [
             "VRAM the model's weights take on one GPU", "llm"),
     Setting("llm_kv_cache_per_task_mb", 2048, "a whole number of MB >= 64", _int_at_least(64),
             "VRAM one concurrent generation needs beside the weights (KV cache)", "llm"),
-    Setting("llm_api_url", "http://127.0.0.1:8080/v1", "a URL", _text,
+    Setting("llm_api_url", "http://127.0.0.1:8080/v1", "an http(s) URL", _url,
             "OpenAI-compatible completions endpoint on the host (llama.cpp, vLLM, Ollama)",
             "llm"),
     Setting("llm_model", "default", "a model name", _text,
@@ -126,9 +136,11 @@ _SETTINGS = [
             "broker password (default: generated once, kept on the controller, mode 0600)",
             "redis"),
     # -- deploy --
-    Setting("private_address", None, "an IP address or host name", _text,
+    Setting("private_address", None, "an IP address or host name",
+            lambda v: _text(v) and re.fullmatch(r"[A-Za-z0-9.:-]+", v) is not None,
             "address the fleet reaches this host on (default: its SSH address)", "deploy"),
-    Setting("service_user", "celery", "a user name", _text,
+    Setting("service_user", "celery", "a system user name (a-z, 0-9, _, -; not root)",
+            _user_name,
             "system user the workers run as", "deploy"),
     Setting("install_dir", "/opt/celery-fleet", "an absolute path",
             lambda v: isinstance(v, str) and v.startswith("/"),
@@ -154,7 +166,7 @@ _SETTINGS = [
     Setting("fake_openai_completion_cpu_ms", 300, "a number of milliseconds >= 0",
             lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
             "CPU the fake API burns per completion, across every core", "deploy"),
-    Setting("pip_index_url", "", "a URL, or empty for PyPI", _text,
+    Setting("pip_index_url", "", "an http(s) URL, or empty for PyPI", _url,
             "package index the hosts install Python packages from", "deploy"),
 ]
 

@@ -137,18 +137,38 @@ llm_workers = _groups["llm_workers"]
 
 def test_bad_inventory_values_stop_the_deploy_before_any_host_is_changed(lab, deployed,
                                                                           tmp_path):
-    inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": -1},
-                                              "gpu-box": {"llm_pool": "prefork"}})
+    inventory = lab_inventory_with(tmp_path, {
+        "cpu-small": {"embedding_concurrency": -1, "gpus": [24576], "llm_pool": "threads",
+                      "embedding_rate_limit_per_min": 0},
+        "gpu-box": {"llm_pool": "prefork", "embeding_concurrency": 8,
+                    "extra_ca_certificates": ["/nonexistent/ca.crt"]},
+        "broker": {"redis_port": 70000}})
     before = main_pids(lab)
     result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, "deploy.py"],
                             cwd=ROOT, env=lab.env(), capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "invalid inventory, no host was changed" in output
-    assert "host 'cpu-small': embedding_concurrency=-1 is not accepted: a whole number >= 1" \
-        in output
-    assert "host 'gpu-box': llm_pool='prefork' is not accepted: on a GPU host one of threads, " \
-        "solo" in output
+    for line in [
+        "host 'cpu-small': embedding_concurrency=-1 is not accepted: a whole number >= 1",
+        "host 'cpu-small': embedding_rate_limit_per_min=0 is not accepted",
+        "host 'cpu-small': gpus=[24576] is not accepted: at most the GPUs the host has "
+        "(nvidia-smi finds 0 GPU(s))",
+        "host 'gpu-box': llm_pool='prefork' is not accepted: on a GPU host one of threads, solo",
+        "host 'gpu-box': embeding_concurrency=8 is not accepted: no such setting (did you mean "
+        "embedding_concurrency?)",
+        "host 'broker': redis_port=70000 is not accepted: a port number 1-65535",
+    ]:
+        assert line in output, line
+    # checked once a host's plan stands: a CA certificate missing on the controller
+    missing_ca = lab_inventory_with(tmp_path, {"gpu-box": {"extra_ca_certificates":
+                                                           ["/nonexistent/ca.crt"]}})
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", missing_ca, "deploy.py"],
+                            cwd=ROOT, env=lab.env(), capture_output=True, text=True, timeout=300)
+    second = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "host 'gpu-box': extra_ca_certificates='/nonexistent/ca.crt' is not accepted" in second
+    assert "Grand total" not in second
     assert "Grand total" not in output  # not one operation ran
     assert main_pids(lab) == before
 

@@ -1,0 +1,101 @@
+"""Bad input (issue #5): every kind gives one clear error naming the host, the key, the value
+and what is accepted. The lab test tests/lab/test_deploy.py checks no host is changed."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from celery_fleet.fleet import controller_problems
+from celery_fleet.settings import SettingsError, problems, resolve
+from celery_fleet.sizing import Gpu, HostFacts, plan_host
+
+CPU_HOST = HostFacts(4096, 1)
+GPU_HOST = HostFacts(16384, 2, (Gpu(0, 24576),))
+
+# (data, key, value shown, what is accepted): refused by the settings mapping itself
+VALUE_KINDS = [
+    ({"embedding_concurrency": -4}, "embedding_concurrency", "-4", "a whole number >= 1"),
+    ({"embedding_concurrency": "16"}, "embedding_concurrency", "'16'", "a whole number >= 1"),
+    ({"embedding_concurrency": 8.5}, "embedding_concurrency", "8.5", "a whole number >= 1"),
+    ({"embedding_pool": "eventlet"}, "embedding_pool", "'eventlet'",
+     "one of gevent, threads, prefork, solo"),
+    ({"embedding_processes": 0}, "embedding_processes", "0", "a whole number >= 1"),
+    ({"embedding_rate_limit_per_min": 0}, "embedding_rate_limit_per_min", "0",
+     "a number of requests per minute > 0"),
+    ({"embedding_latency_ms": -200}, "embedding_latency_ms", "-200", "milliseconds > 0"),
+    ({"embedding_api_url": "10.0.0.5:8000/v1"}, "embedding_api_url", "'10.0.0.5:8000/v1'",
+     "an http(s) URL"),
+    ({"llm_pool": "asyncio"}, "llm_pool", "'asyncio'", "on CPU one of prefork, solo"),
+    ({"llm_model_vram_mb": 0}, "llm_model_vram_mb", "0", "a whole number of MB >= 256"),
+    ({"ram_mb": 100}, "ram_mb", "100", "a whole number of MB >= 512"),
+    ({"cores": True}, "cores", "True", "a whole number >= 1"),
+    ({"gpus": 24576}, "gpus", "24576", "a list of VRAM sizes in MB"),
+    ({"redis_port": 0}, "redis_port", "0", "a port number 1-65535"),
+    ({"redis_password": "short"}, "redis_password", "'short'", "16 or more printable ASCII"),
+    ({"install_dir": "opt/fleet"}, "install_dir", "'opt/fleet'", "an absolute path"),
+    ({"service_user": "root"}, "service_user", "'root'", "not root"),
+    ({"embedding_api_key": "line\nbreak"}, "embedding_api_key", "'line\\nbreak'",
+     "kept in the 0600 .env file"),
+    ({"embeding_concurrency": 8}, "embeding_concurrency", "8",
+     "no such setting (did you mean embedding_concurrency?)"),
+    ({"llm_concurency": 2}, "llm_concurency", "2", "did you mean llm_concurrency?"),
+    ({"embedding_batch": 8}, "embedding_batch", "8", "no such setting"),
+]
+
+
+@pytest.mark.parametrize("data, key, shown, accepted", VALUE_KINDS,
+                         ids=[k[1] + "=" + k[2] for k in VALUE_KINDS])
+def test_each_bad_value_is_one_clear_error(data, key, shown, accepted):
+    found = problems("worker-7", data)
+    assert len(found) == 1
+    message = str(found[0])
+    assert message.startswith(f"host 'worker-7': {key}={shown} is not accepted: ")
+    assert accepted in message
+    with pytest.raises(SettingsError):
+        resolve("worker-7", data)
+
+
+# refused by a sizing rule that needs the host's facts
+@pytest.mark.parametrize("facts, data, message", [
+    (CPU_HOST, {"llm_pool": "gevent"}, "llm_pool='gevent' is not accepted: on CPU one of"),
+    (CPU_HOST, {"llm_pool": "threads"},
+     "llm_pool='threads' is not accepted: on a host without GPUs one of prefork, solo"),
+    (GPU_HOST, {"llm_pool": "prefork"},
+     "llm_pool='prefork' is not accepted: on a GPU host one of threads, solo"),
+])
+def test_pools_that_do_not_fit_the_hardware_are_refused(facts, data, message):
+    found = problems("h", data)
+    if found:
+        assert message in str(found[0])
+        return
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        plan_host("h", facts, data)
+
+
+def controller(settings_data, detected=CPU_HOST):
+    host = SimpleNamespace(name="gpu-9")
+    return controller_problems(host, resolve("gpu-9", settings_data), detected)
+
+
+def test_a_gpu_override_on_a_host_without_gpus_is_refused():
+    found = controller({"gpus": [24576]})
+    assert found == ["host 'gpu-9': gpus=[24576] is not accepted: at most the GPUs the host has "
+                     "(nvidia-smi finds 0 GPU(s)); a worker pinned to a missing GPU cannot start"]
+    broken = HostFacts(8192, 2, (), gpu_problem="nvidia-smi exit 9: driver")
+    assert "nvidia-smi failed: nvidia-smi exit 9: driver" in controller({"gpus": [24576]},
+                                                                        broken)[0]
+    assert controller({"gpus": [24576]}, GPU_HOST) == []
+
+
+def test_missing_controller_files_are_refused(tmp_path):
+    found = controller({"extra_ca_certificates": [str(tmp_path / "missing.crt")],
+                        "worker_app_source": str(tmp_path / "no-such-app")})
+    assert found[0].startswith("host 'gpu-9': extra_ca_certificates='")
+    assert "this one does not exist" in found[0]
+    assert "worker_app_source=" in found[1] and "a directory with a pyproject.toml" in found[1]
+    assert controller({"worker_app_source": "mycompany-workers==1.2"}) == []
+
+
+def test_all_problems_of_a_host_are_reported_together():
+    found = problems("h", {"embedding_concurrency": 0, "llm_pool": "x", "redis_port": "6379"})
+    assert [e.key for e in found] == ["embedding_concurrency", "llm_pool", "redis_port"]
