@@ -8,7 +8,7 @@ host is changed.
 
 from pyinfra import host, inventory, logger, state
 
-from celery_fleet.fleet import fleet_plans, private_address
+from celery_fleet.fleet import fleet_plans
 from celery_fleet.planview import plan_summary
 from roles.embedding_worker import embedding_worker
 from roles.fake_backend import fake_backend
@@ -18,7 +18,8 @@ from roles.units import EMBEDDING_PREFIX, LLM_PREFIX, retire_worker
 from roles.worker_base import worker_base
 from roles.worker_check import check_workers
 
-plan = fleet_plans(inventory, state).get(host.name)
+plans = fleet_plans(inventory, state)
+plan = plans.get(host.name)
 
 if plan is not None:
     logger.info(f"    [{host.name}] plan: {plan_summary(plan.plan)}")
@@ -26,7 +27,7 @@ if plan is not None:
         logger.warning(f"    [{host.name}] {warning}")
     changes = []
     if "broker" in plan.roles:
-        changes += redis_broker(plan, private_address(host, plan.settings))
+        changes += redis_broker(plan, [p.private_address for p in plans.values()])
     if plan.settings["fake_openai_backend"]:
         fake_backend(plan)
     if "embedding" in plan.roles or "llm" in plan.roles:

@@ -35,6 +35,7 @@ class HostDeploy:
     plan: HostPlan
     settings: dict
     broker_url: str  # a secret: only ever written into 0600 .env files
+    private_address: str  # where the rest of the fleet reaches this host
 
 
 def roles_of(host) -> tuple[str, ...]:
@@ -121,7 +122,8 @@ def fleet_plans(inventory, state=None) -> dict[str, HostDeploy]:
         broker_settings["secrets_dir"], f"{broker_host.name}.redis_password")
     broker_url = (f"redis://:{password}@{private_address(broker_host, broker_settings)}:"
                   f"{broker_settings['redis_port']}/0")
-    result = {name: HostDeploy(name, roles_of(host), plan, settings, broker_url)
+    result = {name: HostDeploy(name, roles_of(host), plan, settings, broker_url,
+                               private_address(host, settings))
               for name, (host, settings, plan) in planned.items()}
     if state is not None:
         state._celery_fleet_plans = result

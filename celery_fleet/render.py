@@ -56,6 +56,19 @@ def llm_unit_name(instance: str) -> str:
     return f"celery-llm-worker@{instance}.service"
 
 
+# Commands neither Celery, kombu nor the application send, that wipe, reconfigure, stop or
+# spy on the broker (MONITOR shows every command, passwords included): renamed to nothing.
+REDIS_DISABLED_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "SHUTDOWN", "MODULE",
+                           "KEYS", "MONITOR", "REPLICAOF", "SLAVEOF", "MIGRATE", "SWAPDB")
+FIREWALL_UNIT = "celery-fleet-redis-firewall.service"
+FIREWALL_RULES = f"{CONFIG_DIR}/redis-firewall.nft"
+
+
+def redis_firewall(d: HostDeploy, fleet_addresses: list[str]) -> dict:
+    return {"port": d.settings["redis_port"],
+            "allowed": ", ".join(sorted(set(fleet_addresses) | {"127.0.0.1"}))}
+
+
 def redis_conf(d: HostDeploy, bind_address: str) -> dict:
     password = d.broker_url.split(":", 2)[2].split("@", 1)[0]
     return {
@@ -65,6 +78,7 @@ def redis_conf(d: HostDeploy, bind_address: str) -> dict:
         "maxmemory_mb": d.plan.redis.maxmemory_mb,
         "maxmemory_policy": d.plan.redis.maxmemory_policy,
         "maxmemory_reason": d.plan.redis.reasons[0],
+        "disabled_commands": "\n".join(f'rename-command {c} ""' for c in REDIS_DISABLED_COMMANDS),
     }
 
 
@@ -105,6 +119,14 @@ def embedding_env(d: HostDeploy) -> dict:
 
 def llm_unit(d: HostDeploy) -> dict:
     return dict(_common(d), device=d.plan.llm.device, pool=d.plan.llm.pool)
+
+
+def hardening(unit: str, gpu: bool) -> dict:
+    return {"unit": unit, "gpu": gpu}
+
+
+def dropin_dir(unit_template: str) -> str:
+    return f"{UNIT_DIR}/{unit_template}.d"
 
 
 def llm_env(d: HostDeploy) -> dict:

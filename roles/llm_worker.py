@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
 
 from celery_fleet import render
 from celery_fleet.fleet import HostDeploy
@@ -21,14 +22,21 @@ def llm_worker(d: HostDeploy, app_changes: list) -> list:
         name="Render the LLM worker unit (pool of the plan)",
         src=str(render.TEMPLATES_DIR / f"{render.LLM_UNIT}.j2"),
         dest=f"{render.UNIT_DIR}/{render.LLM_UNIT}", mode="644", **render.llm_unit(d))
+    dropin = files.directory(name="Ensure the LLM worker's drop-in directory exists",
+                             path=render.dropin_dir(render.LLM_UNIT), mode="755")
+    sandbox = files.template(
+        name="Render the LLM worker's sandbox (hardening drop-in)",
+        src=str(render.TEMPLATES_DIR / "hardening.conf.j2"),
+        dest=f"{render.dropin_dir(render.LLM_UNIT)}/hardening.conf", mode="644",
+        **render.hardening(render.LLM_UNIT, gpu=plan.device == "gpu"))
     env = files.template(
         name="Render the LLM worker's settings (0600: broker password)",
         src=str(render.TEMPLATES_DIR / "llm-worker.env.j2"),
         dest=f"{render.CONFIG_DIR}/llm-worker.env", user=user, group=user, mode="600",
         **render.llm_env(d))
     reload = systemd.daemon_reload(name="Reload systemd (a unit file changed)",
-                                   _if=unit.did_change)
-    ops = [unit, env, reload]
+                                   _if=any_changed(unit, sandbox))
+    ops = [unit, dropin, sandbox, env, reload]
     units = []
     for instance in plan.instances:
         instance_env = files.template(
@@ -39,5 +47,6 @@ def llm_worker(d: HostDeploy, app_changes: list) -> list:
         unit_name = render.llm_unit_name(instance.name)
         units.append(unit_name)
         ops += [instance_env,
-                *run_instances([unit_name], changed_by=[unit, env, instance_env, *app_changes])]
+                *run_instances([unit_name], changed_by=[unit, sandbox, env, instance_env,
+                                                        *app_changes])]
     return ops + retire_instances(LLM_PREFIX, keep=units)

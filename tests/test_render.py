@@ -25,7 +25,7 @@ def deploy_of(ram_mb=4096, cores=1, gpus=(), data=None, roles=("broker", "embedd
     data = data or {}
     facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
     plan = plan_host("h", facts, data, roles)
-    return HostDeploy("h", roles, plan, resolve("h", data), BROKER_URL)
+    return HostDeploy("h", roles, plan, resolve("h", data), BROKER_URL, "10.0.0.9")
 
 
 def env_exec_module():
@@ -71,6 +71,20 @@ def test_rendered_units_pass_systemd_analyze_verify(unit_root, shape):
         path = unit_root / name
         path.write_text(text)
         assert verify(path) == "", f"{name}:\n{text}"
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_sandbox_drop_in_passes_verify(unit_root, gpu):
+    d = deploy_of(data={"install_dir": str(unit_root)})
+    unit = unit_root / "celery-llm-worker@gpu0.service"
+    unit.write_text(render.render(f"{render.LLM_UNIT}.j2", render.llm_unit(d)))
+    dropin = unit_root / "celery-llm-worker@gpu0.service.d"
+    dropin.mkdir()
+    text = render.render("hardening.conf.j2", render.hardening(render.LLM_UNIT, gpu=gpu))
+    (dropin / "hardening.conf").write_text(text)
+    assert verify(unit) == ""
+    assert ("DeviceAllow=char-nvidia-frontend rw" in text) is gpu
+    assert ("PrivateDevices=yes" in text) is not gpu
 
 
 def test_verify_would_catch_a_broken_unit(unit_root):
@@ -125,6 +139,15 @@ def test_redis_conf_carries_the_plan_and_is_closed():
     assert "maxmemory 4096mb\n" in text and "maxmemory-policy noeviction\n" in text
     assert "requirepass s3cr3t-Passw0rd_xyz\n" in text and "protected-mode yes" in text
     assert "appendonly yes" in text
+    assert 'rename-command FLUSHALL ""' in text and 'rename-command CONFIG ""' in text
+
+
+def test_redis_firewall_lets_only_the_fleet_in():
+    d = deploy_of(roles=("broker",))
+    text = render.render("redis-firewall.nft.j2",
+                         render.redis_firewall(d, ["10.0.0.9", "10.0.0.7", "10.0.0.9"]))
+    assert "tcp dport 6379 ip saddr { 10.0.0.7, 10.0.0.9, 127.0.0.1 } accept" in text
+    assert "tcp dport 6379 counter drop" in text
 
 
 def test_env_quote_is_json():

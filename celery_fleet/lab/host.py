@@ -213,7 +213,9 @@ def boot(instance: str, host: LabHost, root: Path, console: Path, options: list[
         # both needed where PID 1 is not systemd, else "Failed to open system bus"
         "--register=no", "--keep-unit",
         "--console=read-only", "--resolv-conf=copy-host", "--timezone=off",
-        f"--network-namespace-path=/run/netns/{host.netns}", *options,
+        f"--network-namespace-path=/run/netns/{host.netns}",
+        # the host's own network namespace: its firewall (nftables) is its own business
+        "--capability=CAP_NET_ADMIN", *options,
     ]
     env = dict(os.environ, SYSTEMD_NSPAWN_TMPFS_TMP="0")
     with open(console, "wb") as log, open(os.devnull, "rb") as null:

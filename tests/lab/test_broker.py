@@ -1,0 +1,52 @@
+"""The broker is not open, and keeps queued tasks through a restart and a crash (issue #5)."""
+
+import shlex
+import socket
+import time
+
+import pytest
+
+from .conftest import VENV, as_service_user
+
+REDIS = ("import os, sys, redis; r = redis.Redis.from_url(os.environ['FLEET_BROKER_URL']); "
+         "print(r.execute_command(*sys.argv[1:]))")
+HOLD = ("from fleet_worker.tasks import worker_info; "
+        "[worker_info.apply_async(queue='held-by-test') for _ in range(10)]")
+
+
+def redis(lab, *command: str) -> str:
+    args = " ".join(shlex.quote(c) for c in command)
+    return as_service_user(lab, "cpu-small",
+                           f"{VENV}/python -c {shlex.quote(REDIS)} {args}").strip()
+
+
+def test_a_machine_outside_the_fleet_cannot_reach_redis(lab, deployed):
+    with pytest.raises(OSError):  # this machine sits on the lab bridge but is not in the fleet
+        socket.create_connection((lab.ip("broker"), 6379), timeout=3).close()
+    lab.ssh("cpu-small", "timeout 3 bash -c '</dev/tcp/broker/6379'")  # a fleet host can
+
+
+def test_dangerous_commands_are_disabled(lab, deployed):
+    for command in ("FLUSHALL", "CONFIG", "KEYS"):
+        result = lab.ssh("cpu-small", f"sudo -u celery /usr/local/lib/celery-fleet/env-exec "
+                                      f"/etc/celery-fleet/embedding-worker.env {VENV}/python -c "
+                                      f"{shlex.quote(REDIS)} {command} '*'", check=False)
+        assert result.returncode != 0 and "unknown command" in result.stderr, command
+
+
+def test_queued_tasks_survive_a_redis_restart_and_a_crash(lab, deployed):
+    as_service_user(lab, "cpu-small", f"{VENV}/python -c {shlex.quote(HOLD)}")
+    try:
+        assert redis(lab, "LLEN", "held-by-test") == "10"
+        lab.ssh("broker", "systemctl restart redis-server")
+        assert redis(lab, "LLEN", "held-by-test") == "10"
+        time.sleep(1.5)  # appendfsync everysec: what is older than a second is on disk
+        lab.ssh("broker", "kill -9 $(systemctl show -p MainPID --value redis-server)")
+        time.sleep(1)  # systemd notices, Restart=always starts it, Type=notify waits for load
+        lab.ssh("broker", "for i in $(seq 100); do systemctl is-active -q redis-server && "
+                          "exit 0; sleep 0.2; done; exit 1")
+        assert redis(lab, "LLEN", "held-by-test") == "10"
+        restarts = lab.ssh("broker", "systemctl show -p NRestarts --value redis-server").stdout
+        assert int(restarts) >= 1  # it really crashed and came back
+    finally:
+        redis(lab, "DEL", "held-by-test")
