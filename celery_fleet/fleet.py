@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import gevent.lock
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.hardware import Cpus, Memory
 
@@ -19,6 +20,7 @@ from .gpu import gpus_of
 from .secrets import read_or_create
 from .settings import SettingsError, problems, resolve
 from .sizing import HostFacts, HostPlan, plan_host
+from .summary import FleetSummary
 
 # pyinfra inventory group -> role in the plan
 GROUP_ROLES = {"brokers": "broker", "embedding_workers": "embedding", "llm_workers": "llm"}
@@ -76,16 +78,19 @@ def controller_problems(host, settings: dict, detected: HostFacts) -> list[str]:
     return found
 
 
-def plan_inventory(inventory) -> dict[str, tuple]:
-    """{host name: (host, settings, plan)} for every fleet host; raises FleetError listing
-    every bad value and the broker count problem, before anything is changed."""
-    hosts = [h for h in inventory if roles_of(h)]
+def plan_inventory(inventory, unreachable=frozenset()) -> dict[str, tuple]:
+    """{host name: (host, settings, plan)} for every reachable fleet host; raises FleetError
+    listing every bad value and the broker count problem, before anything is changed. Hosts
+    pyinfra could not connect to are left out (pyinfra reports them and the run fails)."""
+    everyone = [h for h in inventory if roles_of(h)]
+    hosts = [h for h in everyone if h not in unreachable]
     errors: list[str] = []
-    brokers = [h for h in hosts if "broker" in roles_of(h)]
+    brokers = [h for h in everyone if "broker" in roles_of(h)]
     if len(brokers) != 1:
         errors.append(f"the brokers group must hold exactly one host (the Redis broker), "
                       f"it holds {len(brokers)}: {', '.join(h.name for h in brokers) or 'none'}")
-    embedding_hosts = sum(1 for h in hosts if "embedding" in roles_of(h))
+    # every configured host shares the API's rate limit, reachable today or not
+    embedding_hosts = sum(1 for h in everyone if "embedding" in roles_of(h))
     planned: dict[str, tuple] = {}
     for host in hosts:
         data = host.data.dict()
@@ -111,23 +116,36 @@ def plan_inventory(inventory) -> dict[str, tuple]:
 
 
 def fleet_plans(inventory, state=None) -> dict[str, HostDeploy]:
-    """Plan every host of the inventory, with the broker's URL; cached for the run."""
-    cache = getattr(state, "_celery_fleet_plans", None) if state is not None else None
-    if cache is not None:
-        return cache
-    planned = plan_inventory(inventory)
-    broker_host, broker_settings, _ = next(
-        entry for entry in planned.values() if "broker" in entry[2].roles)
+    """Plan every host of the inventory, with the broker's URL; cached for the run (deploy.py
+    runs once per host)."""
+    if state is None:
+        return _plan_fleet(inventory, None)
+    # pyinfra's `state` is a context proxy: keep the cache on the State object itself. pyinfra
+    # prepares hosts in parallel greenlets: the first plans, the others wait for its result.
+    state = state._get_module() if hasattr(state, "_get_module") else state
+    if not hasattr(state, "_celery_fleet_lock"):
+        state._celery_fleet_lock = gevent.lock.RLock()
+    with state._celery_fleet_lock:
+        if getattr(state, "_celery_fleet_plans", None) is None:
+            state._celery_fleet_plans = _plan_fleet(inventory, state)
+            state.add_callback_handler(FleetSummary(
+                sorted(state._celery_fleet_plans),
+                sorted(h.name for h in state.failed_hosts if roles_of(h))))
+        return state._celery_fleet_plans
+
+
+def _plan_fleet(inventory, state) -> dict[str, HostDeploy]:
+    unreachable = frozenset(getattr(state, "failed_hosts", ()) or ())
+    planned = plan_inventory(inventory, unreachable)
+    broker_host = next(h for h in inventory if "broker" in roles_of(h))
+    broker_settings = resolve(broker_host.name, broker_host.data.dict())
     password = broker_settings["redis_password"] or read_or_create(
         broker_settings["secrets_dir"], f"{broker_host.name}.redis_password")
     broker_url = (f"redis://:{password}@{private_address(broker_host, broker_settings)}:"
                   f"{broker_settings['redis_port']}/0")
-    result = {name: HostDeploy(name, roles_of(host), plan, settings, broker_url,
-                               private_address(host, settings))
-              for name, (host, settings, plan) in planned.items()}
-    if state is not None:
-        state._celery_fleet_plans = result
-    return result
+    return {name: HostDeploy(name, roles_of(host), plan, settings, broker_url,
+                             private_address(host, settings))
+            for name, (host, settings, plan) in planned.items()}
 
 
 def env_quote(value) -> str:

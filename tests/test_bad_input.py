@@ -99,3 +99,13 @@ def test_missing_controller_files_are_refused(tmp_path):
 def test_all_problems_of_a_host_are_reported_together():
     found = problems("h", {"embedding_concurrency": 0, "llm_pool": "x", "redis_port": "6379"})
     assert [e.key for e in found] == ["embedding_concurrency", "llm_pool", "redis_port"]
+
+
+def test_the_deploy_summary_names_what_was_not_deployed():
+    from celery_fleet.summary import summary_lines
+
+    assert summary_lines(["a", "b"], [], []) == ["--> celery-fleet: deployed 2 of 2 host(s)"]
+    assert summary_lines(["a", "b"], ["c"], ["b"]) == [
+        "--> celery-fleet: deployed 1 of 3 host(s)",
+        "    [c] unreachable: not changed; deploy again once it answers SSH",
+        "    [b] failed: see its errors above; the other hosts were deployed"]
