@@ -14,11 +14,14 @@ LLM_PREFIX = "celery-llm-worker@"
 
 
 def run_instances(units: list[str], changed_by: list) -> list:
-    """Restart each unit when one of changed_by changed; make sure each runs at boot."""
+    """Restart each unit when one of changed_by changed, one host at a time (_serial): a
+    restart is a warm shutdown that waits for running tasks, and the other hosts keep
+    consuming meanwhile. Make sure each unit runs at boot."""
     ops = []
     for unit in units:
-        ops.append(systemd.service(name=f"Restart {unit} (its files changed)", service=unit,
-                                   running=True, restarted=True, _if=any_changed(*changed_by)))
+        ops.append(systemd.service(name=f"Restart {unit} (its files changed), one host at a "
+                                   "time", service=unit, running=True, restarted=True,
+                                   _if=any_changed(*changed_by), _serial=True))
         ops.append(systemd.service(name=f"Ensure {unit} runs and starts at boot", service=unit,
                                    running=True, enabled=True))
     return ops

@@ -52,3 +52,47 @@ def test_a_429_storm_is_retried_not_lost(lab, deployed):
     served = sum(after[h]["embeddings"] - before[h]["embeddings"] for h in WORKER_HOSTS)
     assert refused > 0  # the storm hit tasks, and they were retried until served
     assert served >= 100
+
+
+ROLLING = r"""
+import json, time
+from fleet_worker.tasks import embed
+results = [embed.delay([f"rolling {i}"]) for i in range(300)]
+time.sleep(2)  # tasks queued and running when the deploy restarts the workers
+print(json.dumps([r.id for r in results]))
+"""
+COLLECT = r"""
+import json, sys
+from celery.result import AsyncResult
+from fleet_worker.app import app
+ids = json.load(sys.stdin)
+print(json.dumps([AsyncResult(i, app=app).get(timeout=600) for i in ids]))
+"""
+
+
+def restart_window(lab, host, unit):
+    out = lab.ssh(host, f"systemctl show -p ActiveExitTimestampMonotonic "
+                        f"-p ActiveEnterTimestampMonotonic --value {unit}").stdout.split()
+    return int(out[1]), int(out[0])  # (stop began, start done), one kernel clock for the lab
+
+
+def test_a_redeploy_restarts_host_by_host_and_loses_no_task(lab, deployed, tmp_path):
+    from .test_deploy import lab_inventory_with
+    from .conftest import deploy
+
+    ids = as_service_user(lab, "cpu-small", f"{VENV}/python -c '{ROLLING}'").strip()
+    inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": 6},
+                                              "gpu-box": {"embedding_concurrency": 24}})
+    try:
+        deploy(lab, inventory)
+        windows = sorted(restart_window(lab, h, "celery-embedding-worker@1.service")
+                         for h in WORKER_HOSTS)
+        assert windows[0][1] <= windows[1][0], f"restarts overlapped: {windows}"
+        out = lab.ssh("cpu-small", f"echo {shlex.quote(ids)} | sudo -u celery "
+                                   "/usr/local/lib/celery-fleet/env-exec "
+                                   "/etc/celery-fleet/embedding-worker.env "
+                                   f"{VENV}/python -c {shlex.quote(COLLECT)}", timeout=700).stdout
+        values = json.loads(out.strip().splitlines()[-1])
+        assert values == [[FAKE["vector_of"](f"rolling {i}")] for i in range(300)]
+    finally:
+        deploy(lab)
