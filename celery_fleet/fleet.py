@@ -19,7 +19,7 @@ from .facts import NvidiaGpus
 from .gpu import gpus_of
 from .secrets import read_or_create
 from .settings import SettingsError, problems, resolve
-from .sizing import HostFacts, HostPlan, plan_host
+from .sizing import EMBEDDING_PREFETCH_MULTIPLIER, HostFacts, HostPlan, plan_host
 from .summary import FleetSummary
 
 # pyinfra inventory group -> role in the plan
@@ -38,6 +38,7 @@ class HostDeploy:
     settings: dict
     broker_url: str  # a secret: only ever written into 0600 .env files
     private_address: str  # where the rest of the fleet reaches this host
+    visibility_timeout_s: int  # one value for the whole fleet (visibility_timeout())
 
 
 def roles_of(host) -> tuple[str, ...]:
@@ -143,9 +144,25 @@ def _plan_fleet(inventory, state) -> dict[str, HostDeploy]:
         broker_settings["secrets_dir"], f"{broker_host.name}.redis_password")
     broker_url = (f"redis://:{password}@{private_address(broker_host, broker_settings)}:"
                   f"{broker_settings['redis_port']}/0")
+    visibility = visibility_timeout([settings for _, settings, _ in planned.values()])
     return {name: HostDeploy(name, roles_of(host), plan, settings, broker_url,
-                             private_address(host, settings))
+                             private_address(host, settings), visibility)
             for name, (host, settings, plan) in planned.items()}
+
+
+# Redis delivers a task again when it was not acknowledged within visibility_timeout of being
+# handed to a worker. With acks late that covers the time a message waits in the worker's
+# prefetch window and the time it runs: embedding workers hold 4 messages per task slot (so
+# the last waits up to 3 task times, then runs one), LLM workers one. Any worker of the fleet
+# may restore any other's messages, so the fleet shares one value: the largest.
+VISIBILITY_MARGIN_S = 300
+
+
+def visibility_timeout(all_settings: list[dict]) -> int:
+    longest = max([s["embedding_task_time_limit_s"] * EMBEDDING_PREFETCH_MULTIPLIER
+                   for s in all_settings] + [s["llm_task_time_limit_s"] for s in all_settings]
+                  + [0])
+    return longest + VISIBILITY_MARGIN_S
 
 
 def env_quote(value) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import jinja2
 
 from .fleet import HostDeploy, env_quote
+from .sizing import EMBEDDING_PREFETCH_MULTIPLIER
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 TEMPLATES_DIR = PROJECT_DIR / "templates"
@@ -27,12 +28,6 @@ OPEN_FILES = 16384
 # Stopping a worker waits for its running tasks (warm shutdown) up to their time limit, plus
 # this for Celery to ack, close connections and exit.
 STOP_MARGIN_S = 60
-# Prefetch of the embedding worker. Measured (fleet bench, 200 ms endpoint, gevent 8, Redis):
-# multiplier 1 -> 4.0 tasks/s, 2 -> 30.1, 4 -> 28.8, 8 -> 30.1. With a full prefetch window
-# Celery's loop for gevent/eventlet (synloop) only asks Redis for the next message when its
-# 2 s drain timeout expires, so each freed greenlet idles ~2 s. Tasks are short and acked
-# late: a window of 4 per greenlet costs nothing and loses nothing.
-EMBEDDING_PREFETCH_MULTIPLIER = 4
 # The fleet-wide token bucket hands out one request at a time, evenly spaced: bursts are what
 # an API's own bucket answers with 429s.
 EMBEDDING_RATE_BURST = 1
@@ -82,19 +77,20 @@ def redis_conf(d: HostDeploy, bind_address: str) -> dict:
     }
 
 
-def _common(d: HostDeploy) -> dict:
+def _common(d: HostDeploy, time_limit_s: int) -> dict:
     return {
         "service_user": d.settings["service_user"],
         "install_dir": d.settings["install_dir"],
         "config_dir": CONFIG_DIR,
         "app_module": d.settings["worker_app_module"],
-        "timeout_stop_s": d.settings["worker_task_time_limit_s"] + STOP_MARGIN_S,
+        "timeout_stop_s": time_limit_s + STOP_MARGIN_S,
     }
 
 
 def embedding_unit(d: HostDeploy) -> dict:
     plan = d.plan.embedding
-    return dict(_common(d), pool=plan.pool, concurrency=plan.concurrency,
+    return dict(_common(d, d.settings["embedding_task_time_limit_s"]), pool=plan.pool,
+                concurrency=plan.concurrency,
                 processes=plan.processes, memory_max_mb=plan.memory_max_mb,
                 max_tasks_per_child=plan.max_tasks_per_child,
                 recycle_children=plan.pool == "prefork", open_files=OPEN_FILES)
@@ -107,7 +103,8 @@ def embedding_env(d: HostDeploy) -> dict:
         "pool": env_quote(plan.pool),
         "concurrency": env_quote(plan.concurrency),
         "prefetch_multiplier": env_quote(EMBEDDING_PREFETCH_MULTIPLIER),
-        "task_time_limit_s": env_quote(s["worker_task_time_limit_s"]),
+        "task_time_limit_s": env_quote(s["embedding_task_time_limit_s"]),
+        "visibility_timeout_s": env_quote(d.visibility_timeout_s),
         "api_url": env_quote(s["embedding_api_url"]),
         "model": env_quote(s["embedding_model"]),
         "api_key": env_quote(s["embedding_api_key"]),
@@ -118,7 +115,8 @@ def embedding_env(d: HostDeploy) -> dict:
 
 
 def llm_unit(d: HostDeploy) -> dict:
-    return dict(_common(d), device=d.plan.llm.device, pool=d.plan.llm.pool)
+    return dict(_common(d, d.settings["llm_task_time_limit_s"]), device=d.plan.llm.device,
+                pool=d.plan.llm.pool)
 
 
 def hardening(unit: str, gpu: bool) -> dict:
@@ -134,7 +132,8 @@ def llm_env(d: HostDeploy) -> dict:
     return {
         "broker_url": env_quote(d.broker_url),
         "pool": env_quote(d.plan.llm.pool),
-        "task_time_limit_s": env_quote(s["worker_task_time_limit_s"]),
+        "task_time_limit_s": env_quote(s["llm_task_time_limit_s"]),
+        "visibility_timeout_s": env_quote(d.visibility_timeout_s),
         "api_url": env_quote(s["llm_api_url"]),
         "model": env_quote(s["llm_model"]),
     }

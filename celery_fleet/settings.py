@@ -149,9 +149,12 @@ _SETTINGS = [
             _text, "the Celery application to install (relative to the project)", "deploy"),
     Setting("worker_app_module", "fleet_worker.app", "a Python module path", _text,
             "celery -A value", "deploy"),
-    Setting("worker_task_time_limit_s", 1800, "a whole number of seconds >= 10",
-            _int_at_least(10), "hard time limit of one task; stopping a worker waits this "
-            "long for running tasks (warm shutdown)", "deploy"),
+    Setting("embedding_task_time_limit_s", 300, "a whole number of seconds >= 10",
+            _int_at_least(10), "hard time limit of one embedding task; stopping the worker "
+            "waits this long for running tasks (warm shutdown)", "embedding"),
+    Setting("llm_task_time_limit_s", 1800, "a whole number of seconds >= 10",
+            _int_at_least(10), "hard time limit of one generation; stopping the worker waits "
+            "this long for running tasks (warm shutdown)", "llm"),
     Setting("secrets_dir", ".fleet-secrets", "a directory path on the controller", _text,
             "where the generated Redis password is kept (mode 0600)", "deploy"),
     Setting("extra_ca_certificates", [], "a list of certificate file paths on the controller",

@@ -25,7 +25,7 @@ def deploy_of(ram_mb=4096, cores=1, gpus=(), data=None, roles=("broker", "embedd
     data = data or {}
     facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
     plan = plan_host("h", facts, data, roles)
-    return HostDeploy("h", roles, plan, resolve("h", data), BROKER_URL, "10.0.0.9")
+    return HostDeploy("h", roles, plan, resolve("h", data), BROKER_URL, "10.0.0.9", 2400)
 
 
 def env_exec_module():
@@ -102,7 +102,7 @@ def test_embedding_unit_carries_the_plan():
     assert "--pool=gevent --concurrency=16 --queues=embeddings" in text
     assert "--hostname=embedding-%i@%H" in text
     assert "MemoryMax=6144M" in text and "KillMode=mixed" in text
-    assert "TimeoutStopSec=1860" in text  # the longest task (1800 s) plus a margin
+    assert "TimeoutStopSec=360" in text  # the longest embedding task (300 s) plus a margin
     assert "--max-tasks-per-child" not in text  # gevent has no children to recycle
     assert BROKER_URL not in text  # units are world-readable: no secrets
     prefork = deploy_of(data={"embedding_pool": "prefork"})
@@ -148,6 +148,18 @@ def test_redis_firewall_lets_only_the_fleet_in():
                          render.redis_firewall(d, ["10.0.0.9", "10.0.0.7", "10.0.0.9"]))
     assert "tcp dport 6379 ip saddr { 10.0.0.7, 10.0.0.9, 127.0.0.1 } accept" in text
     assert "tcp dport 6379 counter drop" in text
+
+
+def test_one_visibility_timeout_covers_the_longest_wait_and_run_in_the_fleet():
+    from celery_fleet.fleet import VISIBILITY_MARGIN_S, visibility_timeout
+    defaults = resolve("h", {})
+    # an embedding message waits behind 3 others per slot (prefetch 4), then runs: 4 x 300 s
+    assert visibility_timeout([defaults]) == max(4 * 300, 1800) + VISIBILITY_MARGIN_S
+    slow = resolve("h", {"embedding_task_time_limit_s": 900})
+    assert visibility_timeout([defaults, slow]) == 4 * 900 + VISIBILITY_MARGIN_S
+    d = deploy_of(roles=("embedding", "llm"))
+    text = render.render("llm-worker.env.j2", render.llm_env(d))
+    assert 'FLEET_VISIBILITY_TIMEOUT_S="2400"' in text and 'FLEET_TASK_TIME_LIMIT_S="1800"' in text
 
 
 def test_env_quote_is_json():

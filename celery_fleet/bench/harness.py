@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from ..render import EMBEDDING_PREFETCH_MULTIPLIER
+from ..sizing import EMBEDDING_PREFETCH_MULTIPLIER
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 FAKE_SERVER = PROJECT_DIR / "files" / "fake_openai_server.py"

@@ -40,9 +40,12 @@ class WorkerConfig:
         be delivered again. Every task slot may ack and store a result at the same moment."""
         return 2 * self.concurrency + REDIS_CONNECTIONS_SPARE
 
-    @property
-    def visibility_timeout_s(self) -> int:
-        return self.task_time_limit_s + VISIBILITY_MARGIN_S
+    visibility_timeout_s: int = 0
+
+    def __post_init__(self):
+        if not self.visibility_timeout_s:  # the deploy sets one value for the fleet
+            object.__setattr__(self, "visibility_timeout_s",
+                               self.task_time_limit_s + VISIBILITY_MARGIN_S)
 
 
 def from_environ(env=os.environ) -> WorkerConfig:
@@ -63,4 +66,5 @@ def from_environ(env=os.environ) -> WorkerConfig:
         llm_api_url=env.get("LLM_API_URL", ""),
         llm_model=env.get("LLM_MODEL", ""),
         llm_threads=int(env.get("FLEET_LLM_THREADS", "1")),
+        visibility_timeout_s=int(env.get("FLEET_VISIBILITY_TIMEOUT_S", "0") or 0),
     )
