@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import statistics
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -149,10 +149,7 @@ def run_config(case: str, config: Config, broker: str, api_url: str, tasks: int,
                   round(statistics.mean(completions), 2) if completions else 0.0, backend)
 
 
-def vector_of(text: str) -> list[float]:
-    sys.path.insert(0, str(harness.FAKE_SERVER.parent))
-    from fake_openai_server import vector_of as fake_vector_of
-    return fake_vector_of(text)
+vector_of = runpy.run_path(str(harness.FAKE_SERVER))["vector_of"]  # what the fake answers
 
 
 def sweep(quick: bool, cases: str, say) -> list[Result]:
