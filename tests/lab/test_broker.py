@@ -50,3 +50,24 @@ def test_queued_tasks_survive_a_redis_restart_and_a_crash(lab, deployed):
         assert int(restarts) >= 1  # it really crashed and came back
     finally:
         redis(lab, "DEL", "held-by-test")
+
+
+def test_the_broker_password_is_in_no_log_and_no_world_readable_file(lab, deployed):
+    from .conftest import ROOT
+
+    password = (ROOT / ".fleet-secrets" / "broker.redis_password").read_text().strip()
+    for host in ("broker", "cpu-small", "gpu-box"):
+        journal = lab.ssh(host, "journalctl --no-pager -o cat | grep -cF -- "
+                                f"{shlex.quote(password)} || true").stdout.strip()
+        assert journal == "0", f"{host}: the password is in the journal"
+        readable = lab.ssh(host, "find /etc /opt /var/log /usr/local /home /root /tmp -xdev "
+                                 "-type f -perm -o=r -size -2M 2>/dev/null | xargs -r grep -lF "
+                                 f"-- {shlex.quote(password)} 2>/dev/null || true").stdout.split()
+        assert readable == [], f"{host}: world-readable files hold the password: {readable}"
+        secret_files = lab.ssh(host, "grep -rlF -- "
+                                     f"{shlex.quote(password)} /etc 2>/dev/null | xargs -r stat "
+                                     "-c '%a %U %n'").stdout.splitlines()
+        assert secret_files, host  # it is there, only where it must be:
+        for line in secret_files:
+            mode, owner, path = line.split(" ", 2)
+            assert mode in ("600", "640") and owner in ("celery", "redis"), line
