@@ -27,7 +27,7 @@ if plan is not None:
         logger.warning(f"    [{host.name}] {warning}")
     changes = []
     if "broker" in plan.roles:
-        changes += redis_broker(plan, [p.private_address for p in plans.values()])
+        changes += redis_broker(plan, list(plan.fleet_addresses))
     if plan.settings["fake_openai_backend"]:
         fake_backend(plan)
     if "embedding" in plan.roles or "llm" in plan.roles:

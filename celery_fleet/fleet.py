@@ -38,6 +38,7 @@ class HostDeploy:
     settings: dict
     broker_url: str  # a secret: only ever written into 0600 .env files
     private_address: str  # where the rest of the fleet reaches this host
+    fleet_addresses: tuple[str, ...]  # every fleet host's, reachable in this run or not
     visibility_timeout_s: int  # one value for the whole fleet (visibility_timeout())
 
 
@@ -131,13 +132,12 @@ def fleet_plans(inventory, state=None) -> dict[str, HostDeploy]:
             state._celery_fleet_plans = _plan_fleet(inventory, state)
             state.add_callback_handler(FleetSummary(
                 sorted(state._celery_fleet_plans),
-                sorted(h.name for h in state.failed_hosts if roles_of(h))))
+                sorted(h.name for h in state.failed_hosts if roles_of(h))))  # unreachable
         return state._celery_fleet_plans
 
 
 def _plan_fleet(inventory, state) -> dict[str, HostDeploy]:
-    unreachable = frozenset(getattr(state, "failed_hosts", ()) or ())
-    planned = plan_inventory(inventory, unreachable)
+    planned = plan_inventory(inventory, not_in_this_run(inventory, state))
     broker_host = next(h for h in inventory if "broker" in roles_of(h))
     broker_settings = resolve(broker_host.name, broker_host.data.dict())
     password = broker_settings["redis_password"] or read_or_create(
@@ -145,9 +145,21 @@ def _plan_fleet(inventory, state) -> dict[str, HostDeploy]:
     broker_url = (f"redis://:{password}@{private_address(broker_host, broker_settings)}:"
                   f"{broker_settings['redis_port']}/0")
     visibility = visibility_timeout([settings for _, settings, _ in planned.values()])
+    # the broker's firewall admits the whole fleet: a worker whose SSH is down (or that this
+    # run leaves out with --limit) keeps its access to Redis
+    addresses = tuple(sorted({private_address(h, resolve(h.name, h.data.dict()))
+                              for h in inventory if roles_of(h)}))
     return {name: HostDeploy(name, roles_of(host), plan, settings, broker_url,
-                             private_address(host, settings), visibility)
+                             private_address(host, settings), addresses, visibility)
             for name, (host, settings, plan) in planned.items()}
+
+
+def not_in_this_run(inventory, state) -> frozenset:
+    """Hosts pyinfra could not connect to, or was told to leave out (--limit)."""
+    if state is None or not hasattr(state, "activated_hosts"):
+        return frozenset()
+    active = set(state.activated_hosts) - set(state.failed_hosts)
+    return frozenset(h for h in inventory if h not in active)
 
 
 # Redis delivers a task again when it was not acknowledged within visibility_timeout of being

@@ -10,7 +10,7 @@ from pyinfra.api.connect import connect_all
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 
-from .fleet import plan_inventory
+from .fleet import not_in_this_run, plan_inventory
 from .sizing import HostPlan
 
 
@@ -20,5 +20,5 @@ def plan_from_inventory(path: str) -> list[HostPlan]:
         inventory = make_inventory(path, cwd=os.getcwd())
         state.init(inventory, Config())
         connect_all(state)
-        planned = plan_inventory(inventory)
+        planned = plan_inventory(inventory, not_in_this_run(inventory, state))
     return [plan for _, _, plan in planned.values()]

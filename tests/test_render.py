@@ -25,7 +25,8 @@ def deploy_of(ram_mb=4096, cores=1, gpus=(), data=None, roles=("broker", "embedd
     data = data or {}
     facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
     plan = plan_host("h", facts, data, roles)
-    return HostDeploy("h", roles, plan, resolve("h", data), BROKER_URL, "10.0.0.9", 2400)
+    return HostDeploy("h", roles, plan, resolve("h", data), BROKER_URL, "10.0.0.9",
+                      ("10.0.0.9",), 2400)
 
 
 def env_exec_module():
