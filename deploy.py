@@ -18,27 +18,26 @@ from roles.units import EMBEDDING_PREFIX, LLM_PREFIX, retire_worker
 from roles.worker_base import worker_base
 from roles.worker_check import check_workers
 
-plans = fleet_plans(inventory, state)
-plan = plans.get(host.name)
+this_host = fleet_plans(inventory, state).get(host.name)  # None: not in a fleet group
 
-if plan is not None:
-    logger.info(f"    [{host.name}] plan: {plan_summary(plan.plan)}")
-    for warning in plan.plan.warnings:
+if this_host is not None:
+    logger.info(f"    [{host.name}] plan: {plan_summary(this_host.plan)}")
+    for warning in this_host.plan.warnings:
         logger.warning(f"    [{host.name}] {warning}")
     changes = []
-    if "broker" in plan.roles:
-        changes += redis_broker(plan, list(plan.fleet_addresses))
-    if plan.settings["fake_openai_backend"]:
-        fake_backend(plan)
-    if "embedding" in plan.roles or "llm" in plan.roles:
-        app_changes = worker_base(plan)
+    if "broker" in this_host.roles:
+        changes += redis_broker(this_host, list(this_host.fleet_addresses))
+    if this_host.settings["fake_openai_backend"]:
+        fake_backend(this_host)
+    if "embedding" in this_host.roles or "llm" in this_host.roles:
+        app_changes = worker_base(this_host)
         changes += app_changes
-        if "embedding" in plan.roles:
-            changes += embedding_worker(plan, app_changes)
-        if "llm" in plan.roles:
-            changes += llm_worker(plan, app_changes)
-        check_workers(plan, changes)
-    if "embedding" not in plan.roles:
+        if "embedding" in this_host.roles:
+            changes += embedding_worker(this_host, app_changes)
+        if "llm" in this_host.roles:
+            changes += llm_worker(this_host, app_changes)
+        check_workers(this_host, changes)
+    if "embedding" not in this_host.roles:
         retire_worker(EMBEDDING_PREFIX)
-    if "llm" not in plan.roles:
+    if "llm" not in this_host.roles:
         retire_worker(LLM_PREFIX)
