@@ -4,13 +4,12 @@ one instance per GPU (celery-llm-worker@gpuN) pinned with CUDA_VISIBLE_DEVICES."
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files
 
 from celery_fleet import render
 from celery_fleet.fleet import HostDeploy
 
-from .units import LLM_PREFIX, retire_instances, run_instances
+from .units import LLM_PREFIX, retire_instances, run_instances, unit_files
 
 
 
@@ -18,25 +17,14 @@ from .units import LLM_PREFIX, retire_instances, run_instances
 @deploy("LLM worker")
 def llm_worker(d: HostDeploy, app_changes: list) -> list:
     plan, user = d.plan.llm, d.settings["service_user"]
-    unit = files.template(
-        name="Render the LLM worker unit (pool of the plan)",
-        src=str(render.TEMPLATES_DIR / f"{render.LLM_UNIT}.j2"),
-        dest=f"{render.UNIT_DIR}/{render.LLM_UNIT}", mode="644", **render.llm_unit(d))
-    dropin = files.directory(name="Ensure the LLM worker's drop-in directory exists",
-                             path=render.dropin_dir(render.LLM_UNIT), mode="755")
-    sandbox = files.template(
-        name="Render the LLM worker's sandbox (hardening drop-in)",
-        src=str(render.TEMPLATES_DIR / "hardening.conf.j2"),
-        dest=f"{render.dropin_dir(render.LLM_UNIT)}/hardening.conf", mode="644",
-        **render.hardening(render.LLM_UNIT, gpu=plan.device == "gpu"))
+    unit, sandbox, reload = unit_files("LLM", render.LLM_UNIT, render.llm_unit(d),
+                                       gpu=plan.device == "gpu")
     env = files.template(
         name="Render the LLM worker's settings (0600: broker password)",
         src=str(render.TEMPLATES_DIR / "llm-worker.env.j2"),
         dest=f"{render.CONFIG_DIR}/llm-worker.env", user=user, group=user, mode="600",
         **render.llm_env(d))
-    reload = systemd.daemon_reload(name="Reload systemd (a unit file changed)",
-                                   _if=any_changed(unit, sandbox))
-    ops = [unit, dropin, sandbox, env, reload]
+    ops = [unit, sandbox, env, reload]
     units = []
     for instance in plan.instances:
         instance_env = files.template(

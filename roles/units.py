@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import systemd
+from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
+from celery_fleet import render
 from celery_fleet.facts import WorkerUnits
 
 EMBEDDING_PREFIX = "celery-embedding-worker@"
 LLM_PREFIX = "celery-llm-worker@"
+
+
+def unit_files(kind: str, unit_template: str, unit_values: dict, gpu: bool) -> list:
+    """A worker's template unit and its sandbox drop-in, and a daemon-reload when either
+    changed. Returns [unit, sandbox, reload]: the first two restart the worker when changed."""
+    unit = files.template(
+        name=f"Render the {kind} worker unit (pool, concurrency, limits of the plan)",
+        src=str(render.TEMPLATES_DIR / f"{unit_template}.j2"),
+        dest=f"{render.UNIT_DIR}/{unit_template}", mode="644", **unit_values)
+    files.directory(name=f"Ensure the {kind} worker's drop-in directory exists",
+                    path=render.dropin_dir(unit_template), mode="755")
+    sandbox = files.template(
+        name=f"Render the {kind} worker's sandbox (hardening drop-in)",
+        src=str(render.TEMPLATES_DIR / "hardening.conf.j2"),
+        dest=f"{render.dropin_dir(unit_template)}/hardening.conf", mode="644",
+        **render.hardening(unit_template, gpu=gpu))
+    reload = systemd.daemon_reload(name="Reload systemd (a unit file changed)",
+                                   _if=any_changed(unit, sandbox))
+    return [unit, sandbox, reload]
 
 
 def run_instances(units: list[str], changed_by: list) -> list:
