@@ -166,8 +166,11 @@ def not_in_this_run(inventory, state) -> frozenset:
 # handed to a worker. With acks late that covers the time a message waits in the worker's
 # prefetch window and the time it runs: embedding workers hold 4 messages per task slot (so
 # the last waits up to 3 task times, then runs one), LLM workers one. Any worker of the fleet
-# may restore any other's messages, so the fleet shares one value: the largest.
-VISIBILITY_MARGIN_S = 300
+# may restore any other's messages, so the fleet shares one value: the largest. The margin
+# covers clocks that differ between hosts (the worker that took a message stamps it with its
+# clock, the one that restores it compares with its own). It is small because it is also how
+# much longer the tasks of a dead worker (kill -9, OOM, power loss) wait to run again.
+VISIBILITY_MARGIN_S = 60
 
 
 def visibility_timeout(all_settings: list[dict]) -> int:

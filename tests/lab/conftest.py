@@ -1,6 +1,8 @@
 """Shared by the end-to-end tests: one deploy of the test lab per session."""
 
+import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +14,9 @@ ENV_EXEC = "/usr/local/lib/celery-fleet/env-exec /etc/celery-fleet/embedding-wor
 VENV = "/opt/celery-fleet/venv/bin"
 
 
-def deploy(lab, inventory="inventory/lab.py") -> dict:
-    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", inventory, "deploy.py"],
+def deploy(lab, inventory="inventory/lab.py", *options: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", *options, inventory,
+                             "deploy.py"],
                             cwd=ROOT, env=lab.env(), capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -30,7 +33,52 @@ def deployed(lab):
     return deploy(lab)
 
 
+def as_service_user(lab, host, command, timeout=60, stdin: str = ""):
+    prefix = f"echo {shlex.quote(stdin)} | " if stdin else ""
+    return lab.ssh(host, f"{prefix}sudo -u celery {ENV_EXEC} {command}", timeout=timeout).stdout
 
 
-def as_service_user(lab, host, command, timeout=60):
-    return lab.ssh(host, f"sudo -u celery {ENV_EXEC} {command}", timeout=timeout).stdout
+REDIS = ("import os, sys, redis; r = redis.Redis.from_url(os.environ['FLEET_BROKER_URL']); "
+         "print(r.execute_command(*sys.argv[1:]))")
+
+
+def redis(lab, *command: str) -> str:
+    args = " ".join(shlex.quote(c) for c in command)
+    return as_service_user(lab, "cpu-small",
+                           f"{VENV}/python -c {shlex.quote(REDIS)} {args}").strip()
+
+
+def lab_inventory_with(tmp_path, overrides: dict) -> str:
+    """An inventory of the test lab with host data overridden: {host: {key: value}}."""
+    path = tmp_path / "inventory_with_overrides.py"
+    path.write_text(f"""
+import os
+from celery_fleet.lab import Lab
+from celery_fleet.lab.inventory import inventory_groups
+
+_groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
+for _hosts in _groups.values():
+    for _name, _data in _hosts:
+        _data.update({overrides!r}.get(_name, {{}}))
+brokers = _groups["brokers"]
+embedding_workers = _groups["embedding_workers"]
+llm_workers = _groups["llm_workers"]
+""")
+    return str(path)
+
+
+COLLECT = r"""
+import json, sys
+from celery.result import AsyncResult
+from fleet_worker.app import app
+ids = json.load(sys.stdin)
+print(json.dumps([AsyncResult(i, app=app).get(timeout=TIMEOUT) for i in ids]))
+"""
+
+
+def collect(lab, ids: list[str], timeout: int) -> list:
+    """The results of these tasks, waiting up to timeout for each."""
+    script = COLLECT.replace("TIMEOUT", str(timeout))
+    out = as_service_user(lab, "cpu-small", f"{VENV}/python -c {shlex.quote(script)}",
+                          timeout=timeout + 120, stdin=json.dumps(ids))
+    return json.loads(out.strip().splitlines()[-1])

@@ -6,18 +6,10 @@ import time
 
 import pytest
 
-from .conftest import VENV, as_service_user
+from .conftest import REDIS, VENV, as_service_user, redis
 
-REDIS = ("import os, sys, redis; r = redis.Redis.from_url(os.environ['FLEET_BROKER_URL']); "
-         "print(r.execute_command(*sys.argv[1:]))")
 HOLD = ("from fleet_worker.tasks import worker_info; "
         "[worker_info.apply_async(queue='held-by-test') for _ in range(10)]")
-
-
-def redis(lab, *command: str) -> str:
-    args = " ".join(shlex.quote(c) for c in command)
-    return as_service_user(lab, "cpu-small",
-                           f"{VENV}/python -c {shlex.quote(REDIS)} {args}").strip()
 
 
 def test_a_machine_outside_the_fleet_cannot_reach_redis(lab, deployed):

@@ -5,7 +5,8 @@ import json
 import re
 import subprocess
 import sys
-from .conftest import ROOT, VENV, as_service_user, deploy
+
+from .conftest import ROOT, VENV, as_service_user, deploy, lab_inventory_with
 
 # the default lab's plan (fleet plan --ram-mb ... gives the same)
 PLANNED = {
@@ -114,25 +115,6 @@ def test_a_second_deploy_changes_nothing(lab, deployed):
     assert (again["changed"], again["errors"]) == (0, 0)
     assert again["unchanged"] == again["operations"]
     assert main_pids(lab) == pids  # nothing restarted
-
-
-def lab_inventory_with(tmp_path, overrides: dict) -> str:
-    """An inventory of the test lab with host data overridden: {host: {key: value}}."""
-    path = tmp_path / "inventory_with_overrides.py"
-    path.write_text(f"""
-import os
-from celery_fleet.lab import Lab
-from celery_fleet.lab.inventory import inventory_groups
-
-_groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
-for _hosts in _groups.values():
-    for _name, _data in _hosts:
-        _data.update({overrides!r}.get(_name, {{}}))
-brokers = _groups["brokers"]
-embedding_workers = _groups["embedding_workers"]
-llm_workers = _groups["llm_workers"]
-""")
-    return str(path)
 
 
 def test_bad_inventory_values_stop_the_deploy_before_any_host_is_changed(lab, deployed,

@@ -5,7 +5,7 @@ import json
 import runpy
 import shlex
 
-from .conftest import ROOT, VENV, as_service_user
+from .conftest import ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with
 
 FAKE = runpy.run_path(str(ROOT / "files" / "fake_openai_server.py"))
 WORKER_HOSTS = ("cpu-small", "gpu-box")
@@ -61,13 +61,6 @@ results = [embed.delay([f"rolling {i}"]) for i in range(300)]
 time.sleep(2)  # tasks queued and running when the deploy restarts the workers
 print(json.dumps([r.id for r in results]))
 """
-COLLECT = r"""
-import json, sys
-from celery.result import AsyncResult
-from fleet_worker.app import app
-ids = json.load(sys.stdin)
-print(json.dumps([AsyncResult(i, app=app).get(timeout=600) for i in ids]))
-"""
 
 
 def restart_window(lab, host, unit):
@@ -77,9 +70,6 @@ def restart_window(lab, host, unit):
 
 
 def test_a_redeploy_restarts_host_by_host_and_loses_no_task(lab, deployed, tmp_path):
-    from .test_deploy import lab_inventory_with
-    from .conftest import deploy
-
     ids = as_service_user(lab, "cpu-small", f"{VENV}/python -c '{ROLLING}'").strip()
     inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": 6},
                                               "gpu-box": {"embedding_concurrency": 24}})
@@ -88,11 +78,7 @@ def test_a_redeploy_restarts_host_by_host_and_loses_no_task(lab, deployed, tmp_p
         windows = sorted(restart_window(lab, h, "celery-embedding-worker@1.service")
                          for h in WORKER_HOSTS)
         assert windows[0][1] <= windows[1][0], f"restarts overlapped: {windows}"
-        out = lab.ssh("cpu-small", f"echo {shlex.quote(ids)} | sudo -u celery "
-                                   "/usr/local/lib/celery-fleet/env-exec "
-                                   "/etc/celery-fleet/embedding-worker.env "
-                                   f"{VENV}/python -c {shlex.quote(COLLECT)}", timeout=700).stdout
-        values = json.loads(out.strip().splitlines()[-1])
+        values = collect(lab, json.loads(ids), timeout=600)
         assert values == [[FAKE["vector_of"](f"rolling {i}")] for i in range(300)]
     finally:
         deploy(lab)

@@ -4,6 +4,8 @@ from celery import Celery
 
 from .config import from_environ
 
+RESTORE_SWEEP_S = 10
+
 config = from_environ()
 
 app = Celery("fleet_worker", broker=config.broker_url, backend=config.result_backend,
@@ -19,12 +21,23 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=config.prefetch_multiplier,
     task_time_limit=config.task_time_limit_s,
-    broker_transport_options={"visibility_timeout": config.visibility_timeout_s,
-                              "max_connections": config.redis_connections},
+    broker_transport_options={
+        "visibility_timeout": config.visibility_timeout_s,
+        "max_connections": config.redis_connections,
+        # A worker that died (kill -9, OOM, power) leaves its unacknowledged messages in Redis;
+        # any live worker re-queues those older than visibility_timeout when it sweeps. kombu
+        # sweeps every 10 s x 10 by default: once per 10 s, a message comes back at most 10 s
+        # after its visibility ran out, not 100 s (tests/lab/test_recovery.py).
+        "unacked_restore_interval": RESTORE_SWEEP_S,
+        "unacked_restore_throttle": 1,
+    },
     result_backend_transport_options={"visibility_timeout": config.visibility_timeout_s},
     redis_max_connections=config.redis_connections,
     result_expires=86400,
     broker_connection_retry_on_startup=True,
+    # A task that finishes while Redis restarts keeps trying to store its result (backoff up
+    # to 10 s) instead of failing after it ran: the caller gets its answer.
+    result_backend_always_retry=True,
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],

@@ -37,11 +37,15 @@ def http_pool() -> urllib3.PoolManager:
     """Keeps as many connections per endpoint as tasks run at once, and makes a task wait for
     a free one rather than open more (requests' default pool of 10 drops the rest: "Connection
     pool is full"). urllib3 directly: httpx cost ~6 ms more CPU per task (fleet bench), which
-    is what caps how many greenlets one process drives."""
+    is what caps how many greenlets one process drives.
+
+    A response may take as long as the task may run: a long generation on CPU is not cut
+    short and retried, and on the threads pool, which enforces no time limit, it is the
+    time limit."""
     size = max(config.concurrency, 1)
     return _own("http", lambda: urllib3.PoolManager(
         num_pools=4, maxsize=size, block=True, retries=False,
-        timeout=urllib3.Timeout(connect=5.0, read=120.0)))
+        timeout=urllib3.Timeout(connect=5.0, read=config.task_time_limit_s)))
 
 
 def rate_limit() -> FleetRateLimit | None:
