@@ -3,7 +3,12 @@ number (`fleet plan`). Pure."""
 
 from __future__ import annotations
 
-from .sizing import HostPlan
+from .sizing import HostPlan, memory_recycle_mb
+
+
+def _memory(memory_max_mb: int) -> str:
+    return (f"MemoryMax {memory_max_mb} MB (warm restart above "
+            f"{memory_recycle_mb(memory_max_mb)} MB)")
 
 
 def plan_summary(plan: HostPlan) -> str:
@@ -26,13 +31,15 @@ def format_plan(plan: HostPlan) -> str:
     lines = [f"{plan.host}: {f.ram_mb} MB RAM, {f.cores} cores, {gpus}"]
     if plan.embedding:
         e = plan.embedding
+        children = (f", max-tasks-per-child {e.max_tasks_per_child}" if e.pool == "prefork"
+                    else "")
         lines.append(f"  embedding worker: pool {e.pool}, concurrency {e.concurrency} x "
-                     f"{e.processes} process(es), MemoryMax {e.memory_max_mb} MB, "
-                     f"max-tasks-per-child {e.max_tasks_per_child}")
+                     f"{e.processes} process(es), {_memory(e.memory_max_mb)}{children}")
         lines += [f"    - {reason}" for reason in e.reasons]
     if plan.llm:
         l = plan.llm
-        lines.append(f"  llm worker: {l.device}, pool {l.pool}, {len(l.instances)} instance(s)")
+        lines.append(f"  llm worker: {l.device}, pool {l.pool}, {len(l.instances)} instance(s), "
+                     f"{_memory(l.memory_max_mb)}")
         for i in l.instances:
             pinned = f", CUDA_VISIBLE_DEVICES={i.gpu_index}" if i.gpu_index is not None else ""
             lines.append(f"    {i.name}: concurrency {i.concurrency}, {i.threads} thread(s)"

@@ -11,7 +11,11 @@ from pathlib import Path
 import jinja2
 
 from .fleet import HostDeploy, env_quote
-from .sizing import EMBEDDING_PREFETCH_MULTIPLIER
+from .sizing import EMBEDDING_PREFETCH_MULTIPLIER, memory_high_mb, memory_recycle_mb
+
+# Exit status with which the worker app asks to be restarted: its memory watch's warm restart
+# (fleet_worker.memory.EXIT_RECYCLE). The units restart on it (RestartForceExitStatus=).
+EXIT_RECYCLE = 75
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 TEMPLATES_DIR = PROJECT_DIR / "templates"
@@ -77,21 +81,32 @@ def redis_conf(d: HostDeploy, bind_address: str) -> dict:
     }
 
 
-def _common(d: HostDeploy, time_limit_s: int) -> dict:
+def _common(d: HostDeploy, time_limit_s: int, memory_max_mb: int, pool: str,
+            concurrency: int) -> dict:
+    recycle = memory_recycle_mb(memory_max_mb)
     return {
         "service_user": d.settings["service_user"],
         "install_dir": d.settings["install_dir"],
         "config_dir": CONFIG_DIR,
         "app_module": d.settings["worker_app_module"],
         "timeout_stop_s": time_limit_s + STOP_MARGIN_S,
+        "memory_max_mb": memory_max_mb,
+        "memory_high_mb": memory_high_mb(memory_max_mb),
+        "exit_recycle": EXIT_RECYCLE,
+        # prefork: Celery replaces a child above its share after the child's task
+        "max_memory_per_child_kb": recycle * 1024 // concurrency if pool == "prefork" else 0,
     }
+
+
+def memory_env(memory_max_mb: int) -> dict:
+    return {"memory_recycle_mb": env_quote(memory_recycle_mb(memory_max_mb))}
 
 
 def embedding_unit(d: HostDeploy) -> dict:
     plan = d.plan.embedding
-    return dict(_common(d, d.settings["embedding_task_time_limit_s"]), pool=plan.pool,
-                concurrency=plan.concurrency,
-                processes=plan.processes, memory_max_mb=plan.memory_max_mb,
+    return dict(_common(d, d.settings["embedding_task_time_limit_s"], plan.memory_max_mb,
+                        plan.pool, plan.concurrency),
+                pool=plan.pool, concurrency=plan.concurrency, processes=plan.processes,
                 max_tasks_per_child=plan.max_tasks_per_child,
                 recycle_children=plan.pool == "prefork", open_files=OPEN_FILES)
 
@@ -99,6 +114,7 @@ def embedding_unit(d: HostDeploy) -> dict:
 def embedding_env(d: HostDeploy) -> dict:
     plan, s = d.plan.embedding, d.settings
     return {
+        **memory_env(plan.memory_max_mb),
         "broker_url": env_quote(d.broker_url),
         "pool": env_quote(plan.pool),
         "concurrency": env_quote(plan.concurrency),
@@ -115,8 +131,10 @@ def embedding_env(d: HostDeploy) -> dict:
 
 
 def llm_unit(d: HostDeploy) -> dict:
-    return dict(_common(d, d.settings["llm_task_time_limit_s"]), device=d.plan.llm.device,
-                pool=d.plan.llm.pool)
+    plan = d.plan.llm
+    # one unit template for every instance: prefork runs on CPU only, with one instance
+    return dict(_common(d, d.settings["llm_task_time_limit_s"], plan.memory_max_mb, plan.pool,
+                        plan.concurrency), device=plan.device, pool=plan.pool)
 
 
 def hardening(unit: str, gpu: bool) -> dict:
@@ -130,6 +148,7 @@ def dropin_dir(unit_template: str) -> str:
 def llm_env(d: HostDeploy) -> dict:
     s = d.settings
     return {
+        **memory_env(d.plan.llm.memory_max_mb),
         "broker_url": env_quote(d.broker_url),
         "pool": env_quote(d.plan.llm.pool),
         "task_time_limit_s": env_quote(s["llm_task_time_limit_s"]),

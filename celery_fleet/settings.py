@@ -121,6 +121,9 @@ _SETTINGS = [
             "VRAM the model's weights take on one GPU", "llm"),
     Setting("llm_kv_cache_per_task_mb", 2048, "a whole number of MB >= 64", _int_at_least(64),
             "VRAM one concurrent generation needs beside the weights (KV cache)", "llm"),
+    Setting("llm_memory_max_mb", None, "a whole number of MB >= 256", _int_at_least(256),
+            "MemoryMax= of each LLM worker instance (default: 1024, or half the RAM if less; "
+            "raise it if your worker app loads the model in-process)", "llm"),
     Setting("llm_api_url", "http://127.0.0.1:8080/v1", "an http(s) URL", _url,
             "OpenAI-compatible completions endpoint on the host (llama.cpp, vLLM, Ollama)",
             "llm"),

@@ -61,6 +61,29 @@ LLM_GPU_CONCURRENCY_MAX = 4
 # fragmentation take the rest; vLLM's default gpu_memory_utilization is 0.9 for this reason).
 GPU_VRAM_USABLE_SHARE = 0.9
 
+# The reference worker app holds no model (it calls the inference server on the host): a
+# prefork LLM worker with its child takes ~150 MB (SIZING.md: prefork 2, 153 MB), threads ~65.
+# 1 GB leaves room for long prompts and results; a worker app that loads the model in-process
+# sets llm_memory_max_mb.
+LLM_MEMORY_MAX_MB = 1024
+LLM_SMALL_HOST_MEMORY_SHARE = 0.5
+
+# ---- memory watch (both workers) ----------------------------------------------------------
+# A worker above 80 % of its MemoryMax restarts warm at once (fleet_worker/memory.py; prefork
+# children are replaced after their task); above 90 % (MemoryHigh=) the kernel reclaims its
+# pages hard; at MemoryMax it is killed. The clean way out comes first, the kill last.
+MEMORY_RECYCLE_SHARE = 0.8
+MEMORY_HIGH_SHARE = 0.9
+
+
+def memory_recycle_mb(memory_max_mb: int) -> int:
+    return int(memory_max_mb * MEMORY_RECYCLE_SHARE)
+
+
+def memory_high_mb(memory_max_mb: int) -> int:
+    return int(memory_max_mb * MEMORY_HIGH_SHARE)
+
+
 # ---- Redis --------------------------------------------------------------------------------
 # Celery's Redis transport loses queued tasks if Redis evicts keys: only noeviction is safe.
 REDIS_MAXMEMORY_POLICY = "noeviction"
@@ -121,6 +144,7 @@ class LlmPlan:
     concurrency: int  # per instance (the smallest, where GPUs differ)
     threads: int
     instances: tuple[LlmInstance, ...]
+    memory_max_mb: int  # per instance
     reasons: tuple[str, ...] = ()
 
 
@@ -152,6 +176,7 @@ class HostPlan:
             out["llm"] = {"device": self.llm.device, "pool": self.llm.pool,
                           "concurrency": self.llm.concurrency,
                           "instances": len(self.llm.instances), "threads": self.llm.threads,
+                          "memory_max_mb": self.llm.memory_max_mb,
                           "per_instance": [asdict(i) for i in self.llm.instances],
                           "reasons": list(self.llm.reasons)}
         if self.redis:
@@ -290,7 +315,8 @@ def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
         if s["llm_concurrency"]:
             reasons.append(f"llm_concurrency={s['llm_concurrency']} set in the inventory")
         return LlmPlan("gpu", pool, min(i.concurrency for i in instances), threads,
-                       tuple(instances), tuple(reasons)), warnings
+                       tuple(instances), _llm_memory_max(facts, s, reasons),
+                       tuple(reasons)), warnings
 
     pool = s["llm_pool"] or "prefork"
     if pool not in LLM_CPU_POOLS:
@@ -309,7 +335,18 @@ def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
     reasons.append(f"{threads} inference thread(s) per generation ({facts.cores} cores / "
                    f"{concurrency})" if not s["llm_threads"] else f"llm_threads={threads} set")
     return LlmPlan("cpu", pool, concurrency, threads,
-                   (LlmInstance("cpu", None, concurrency, threads),), tuple(reasons)), warnings
+                   (LlmInstance("cpu", None, concurrency, threads),),
+                   _llm_memory_max(facts, s, reasons), tuple(reasons)), warnings
+
+
+def _llm_memory_max(facts: HostFacts, s: dict, reasons: list[str]) -> int:
+    if s["llm_memory_max_mb"] is not None:
+        reasons.append(f"llm_memory_max_mb={s['llm_memory_max_mb']} set in the inventory")
+        return s["llm_memory_max_mb"]
+    memory_max = min(LLM_MEMORY_MAX_MB, int(facts.ram_mb * LLM_SMALL_HOST_MEMORY_SHARE))
+    reasons.append(f"{memory_max} MB of memory per instance: the worker holds no model, it "
+                   "calls the inference server")
+    return memory_max
 
 
 def plan_redis(facts: HostFacts, s: dict, shares_with_workers: bool) -> RedisPlan:

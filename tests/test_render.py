@@ -111,6 +111,31 @@ def test_embedding_unit_carries_the_plan():
         f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(prefork))
 
 
+def test_units_recycle_a_worker_warm_before_the_kernel_kills_it():
+    from fleet_worker.memory import EXIT_RECYCLE
+
+    assert render.EXIT_RECYCLE == EXIT_RECYCLE  # the unit restarts on what the app exits with
+    gevent = deploy_of(ram_mb=8192, cores=2)
+    text = render.render(f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(gevent))
+    assert "RestartForceExitStatus=75" in text
+    assert "MemoryHigh=5529M" in text and "MemoryMax=6144M" in text
+    assert "--max-memory-per-child" not in text  # one process: the app's memory watch
+    env = render.render("embedding-worker.env.j2", render.embedding_env(gevent))
+    assert 'FLEET_MEMORY_RECYCLE_MB="4915"' in env
+    prefork = deploy_of(ram_mb=8192, cores=4, data={"embedding_pool": "prefork",
+                                                     "embedding_concurrency": 4})
+    text = render.render(f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(prefork))
+    assert f"--max-memory-per-child={4915 * 1024 // 4}" in text  # each child's share, in KiB
+    llm = render.render(render.LLM_UNIT + ".j2", render.llm_unit(gevent))
+    assert "--max-memory-per-child=838656" in llm  # prefork 1 on CPU: 819 MB
+    assert "MemoryMax=1024M" in llm and "RestartForceExitStatus=75" in llm
+    gpu = deploy_of(ram_mb=65536, cores=8, gpus=(24576,))
+    assert "--max-memory-per-child" not in render.render(render.LLM_UNIT + ".j2",
+                                                         render.llm_unit(gpu))
+    env = render.render("llm-worker.env.j2", render.llm_env(gpu))
+    assert 'FLEET_MEMORY_RECYCLE_MB="819"' in env
+
+
 def test_llm_instances_are_pinned_to_their_gpu():
     d = deploy_of(ram_mb=65536, cores=8, gpus=(24576, 24576))
     for index, instance in enumerate(d.plan.llm.instances):

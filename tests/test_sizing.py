@@ -149,6 +149,19 @@ def test_llm_overrides_win():
     assert [(i.concurrency, i.threads) for i in plan.instances] == [(3, 2), (3, 2)]
 
 
+def test_llm_worker_memory_is_planned_and_overridable():
+    assert plan_llm("h", facts(16, 8), DEFAULTS)[0].memory_max_mb == 1024
+    assert plan_llm("h", facts(1, 1), DEFAULTS)[0].memory_max_mb == 512  # half a small host
+    assert plan_llm("h", facts(64, 8, 2, 24), DEFAULTS)[0].memory_max_mb == 1024
+    plan, _ = plan_llm("h", facts(16, 8), dict(DEFAULTS, llm_memory_max_mb=20000))
+    assert plan.memory_max_mb == 20000  # a worker app that loads the model in-process
+
+
+def test_memory_watch_restarts_warm_before_the_kernel_reclaims_or_kills():
+    from celery_fleet.sizing import memory_high_mb, memory_recycle_mb
+    assert memory_recycle_mb(1000) == 800 < memory_high_mb(1000) == 900 < 1000
+
+
 @pytest.mark.parametrize("pool", ["gevent", "threads"])
 def test_greenlets_or_threads_for_cpu_inference_are_refused(pool):
     with pytest.raises(SettingsError) as error:

@@ -92,3 +92,37 @@ def test_a_real_gevent_worker_runs_embeddings_and_survives_a_429_storm(broker):
         stats = harness.backend_call(api, "/admin/stats")
     assert values == [[FAKE["vector_of"](f"text {i}")] for i in range(40)]
     assert stats["storm_429"] == 15 and stats["embeddings"] == 40
+
+
+def test_only_a_worker_that_grew_while_running_tasks_is_recycled():
+    from fleet_worker.memory import should_recycle, tree_memory_mb
+    assert should_recycle(900, 800, tasks=3)
+    assert not should_recycle(700, 800, tasks=3)
+    assert not should_recycle(900, 800, tasks=0)  # too big from its start: would loop
+    assert not should_recycle(900, 0, tasks=3)  # no limit
+    assert 5 < tree_memory_mb(os.getpid()) < 4096
+
+
+@pytest.mark.parametrize("pool", ["gevent", "threads"])
+def test_a_worker_above_its_memory_limit_restarts_warm_after_its_tasks(broker, pool):
+    from fleet_worker.memory import EXIT_RECYCLE
+    from fleet_worker.tasks import embed
+
+    with harness.fake_backend(latency_ms=300) as api:
+        # any worker is above 10 MB: the watch must still wait for a task to have run
+        env = harness.worker_env(broker, api, "embedding", pool, 4, FLEET_MEMORY_RECYCLE_MB=10,
+                                 FLEET_MEMORY_CHECK_S=0.2)
+        with harness.celery_worker(env, "embeddings", pool, 4, name=f"memory-{pool}") as worker:
+            time.sleep(3)
+            assert worker.poll() is None  # no task yet: no restart loop
+            results = [embed.delay([f"memory {i}"]) for i in range(6)]
+            exit_status = worker.wait(timeout=60)  # after its first tasks: a warm shutdown
+            log = worker.stderr.read()
+    assert exit_status == EXIT_RECYCLE, log[-2000:]
+    assert "warm restart" in log
+    # the tasks it was running finished; the rest went back to the queue, unharmed
+    with harness.fake_backend(latency_ms=10) as api2:
+        env = harness.worker_env(broker, api2, "embedding", pool, 4)
+        with harness.celery_worker(env, "embeddings", pool, 4, name=f"after-{pool}"):
+            values = [r.get(timeout=60) for r in results]
+    assert values == [[FAKE["vector_of"](f"memory {i}")] for i in range(6)]

@@ -2,6 +2,7 @@
 
 import json
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXEC = "/usr/local/lib/celery-fleet/env-exec /etc/celery-fleet/embedding-worker.env"
 VENV = "/opt/celery-fleet/venv/bin"
+# the fake OpenAI API's pure functions: the result every task must return
+FAKE = runpy.run_path(str(ROOT / "files" / "fake_openai_server.py"))
 
 
 def deploy(lab, inventory="inventory/lab.py", *options: str) -> dict:

@@ -8,15 +8,13 @@ another only once visibility_timeout has passed (4 x 10 s + 60 s = 100 s instead
 """
 
 import json
-import runpy
 import shlex
 import time
 
 import pytest
 
-from .conftest import ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with, redis
+from .conftest import FAKE, ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with, redis
 
-FAKE = runpy.run_path(str(ROOT / "files" / "fake_openai_server.py"))
 WORKER_HOSTS = ("cpu-small", "gpu-box")
 SHORT_LIMITS = {"embedding_task_time_limit_s": 10, "llm_task_time_limit_s": 40,
                 # slow enough that tasks are surely running when the fault strikes

@@ -2,12 +2,10 @@
 beside the workers (issue #4)."""
 
 import json
-import runpy
 import shlex
 
-from .conftest import ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with
+from .conftest import FAKE, VENV, as_service_user, collect, deploy, lab_inventory_with
 
-FAKE = runpy.run_path(str(ROOT / "files" / "fake_openai_server.py"))
 WORKER_HOSTS = ("cpu-small", "gpu-box")
 
 SEND = r"""

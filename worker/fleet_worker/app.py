@@ -43,3 +43,7 @@ app.conf.update(
     accept_content=["json"],
     worker_hijack_root_logger=False,
 )
+
+from .memory import MemoryWatch  # noqa: E402 (imports config from here)
+
+app.steps["worker"].add(MemoryWatch)

@@ -41,6 +41,8 @@ class WorkerConfig:
         return 2 * self.concurrency + REDIS_CONNECTIONS_SPARE
 
     visibility_timeout_s: int = 0
+    memory_recycle_mb: int = 0  # 0: no memory watch (fleet_worker/memory.py)
+    memory_check_s: float = 30
 
     def __post_init__(self):
         if not self.visibility_timeout_s:  # the deploy sets one value for the fleet
@@ -67,4 +69,6 @@ def from_environ(env=os.environ) -> WorkerConfig:
         llm_model=env.get("LLM_MODEL", ""),
         llm_threads=int(env.get("FLEET_LLM_THREADS", "1")),
         visibility_timeout_s=int(env.get("FLEET_VISIBILITY_TIMEOUT_S", "0") or 0),
+        memory_recycle_mb=int(env.get("FLEET_MEMORY_RECYCLE_MB", "0") or 0),
+        memory_check_s=float(env.get("FLEET_MEMORY_CHECK_S", "30") or 30),
     )
