@@ -2,6 +2,7 @@
 
     fleet plan --ram-mb N --cores N [--gpu VRAM_MB]... [--set KEY=VALUE]... [--json]
     fleet plan inventory/X.py [--json]
+    fleet status inventory/X.py [--json] [--watch SECONDS]
     fleet bench [--quick] [--cases abc]
     fleet lab up [--hosts SPEC] | down | status | ssh NAME [COMMAND...]
 """
@@ -52,6 +53,16 @@ def plan_command(args) -> int:
     plan = plan_host(args.name, facts, data, roles, embedding_hosts=args.embedding_hosts)
     _print_plans([plan], args.json)
     return 0
+
+
+def status_command(args) -> int:
+    from .status_probe import run  # imports pyinfra: only when needed
+    if args.watch is not None and args.watch < 1:
+        raise SettingsError("(command line)", "--watch", args.watch, "a number of seconds >= 1")
+    try:
+        return run(args.inventory, args.json, args.watch)
+    except KeyboardInterrupt:  # the way out of --watch
+        return 0
 
 
 def _lab(args) -> Lab:
@@ -120,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--name", default="host", help=argparse.SUPPRESS)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(func=plan_command)
+
+    status = commands.add_parser("status", help="what runs on every host of an inventory, "
+                                 "against its plan: units, pools, tasks, queues, memory, GPUs "
+                                 "(exit 1 on any difference)")
+    status.add_argument("inventory", help="a pyinfra inventory file")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", type=float, metavar="SECONDS",
+                        help="read again every SECONDS, showing each worker's memory change "
+                             "since the first reading (Ctrl-C stops)")
+    status.set_defaults(func=status_command)
 
     bench = commands.add_parser("bench", help="sweep pools and concurrencies with real celery "
                                 "workers against the fake backend on this machine")

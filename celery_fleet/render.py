@@ -11,7 +11,8 @@ from pathlib import Path
 import jinja2
 
 from .fleet import HostDeploy, env_quote
-from .sizing import EMBEDDING_PREFETCH_MULTIPLIER, memory_high_mb, memory_recycle_mb
+from .sizing import (EMBEDDING_PREFETCH_MULTIPLIER, HostPlan, memory_high_mb,
+                     memory_recycle_mb)
 
 # Exit status with which the worker app asks to be restarted: its memory watch's warm restart
 # (fleet_worker.memory.EXIT_RECYCLE). The units restart on it (RestartForceExitStatus=).
@@ -175,23 +176,26 @@ def fake_openai_unit(d: HostDeploy) -> dict:
             "completion_cpu_ms": d.settings["fake_openai_completion_cpu_ms"]}
 
 
-def planned_workers(d: HostDeploy) -> list[dict]:
-    """Each worker process the plan runs: its unit, Celery node name (before @hostname) and
-    the pool and concurrency it must report."""
+def planned_workers(plan: HostPlan) -> list[dict]:
+    """Each worker process the plan runs: its unit, Celery node name (before @hostname), the
+    pool and concurrency it must report, and its memory ceiling."""
     workers = []
-    if d.plan.embedding:
-        for instance in d.plan.embedding.instances:
+    if plan.embedding:
+        for instance in plan.embedding.instances:
             workers.append({"unit": embedding_unit_name(instance),
                             "node_prefix": f"embedding-{instance}@",
                             "env_file": f"{CONFIG_DIR}/embedding-worker.env",
-                            "pool": d.plan.embedding.pool,
-                            "concurrency": d.plan.embedding.concurrency})
-    if d.plan.llm:
-        for instance in d.plan.llm.instances:
+                            "pool": plan.embedding.pool,
+                            "concurrency": plan.embedding.concurrency,
+                            "memory_max_mb": plan.embedding.memory_max_mb})
+    if plan.llm:
+        for instance in plan.llm.instances:
             workers.append({"unit": llm_unit_name(instance.name),
                             "node_prefix": f"llm-{instance.name}@",
                             "env_file": f"{CONFIG_DIR}/llm-worker.env",
-                            "pool": d.plan.llm.pool, "concurrency": instance.concurrency})
+                            "pool": plan.llm.pool, "concurrency": instance.concurrency,
+                            "memory_max_mb": plan.llm.memory_max_mb,
+                            "gpu_index": instance.gpu_index})
     return workers
 
 

@@ -59,7 +59,7 @@ def _verify(workers: list[dict], settings: dict) -> None:
 
 @deploy("Check the workers")
 def check_workers(d: HostDeploy, changes: list) -> None:
-    workers = render.planned_workers(d)
+    workers = render.planned_workers(d.plan)
     if not workers:
         return
     python.call(name="Check each worker is active and runs its planned pool and concurrency",

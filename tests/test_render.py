@@ -200,18 +200,18 @@ STATS = {"embedding-1@cpu-small": {"pool": {"implementation": "celery.concurrenc
 
 def test_worker_check_accepts_workers_running_as_planned():
     d = deploy_of(roles=("embedding", "llm"))
-    assert compare_stats(render.planned_workers(d), "cpu-small", json.dumps(STATS)) == []
+    assert compare_stats(render.planned_workers(d.plan), "cpu-small", json.dumps(STATS)) == []
 
 
 def test_worker_check_names_each_difference():
     d = deploy_of(ram_mb=8192, cores=2, roles=("embedding", "llm"))  # plans gevent x16
     stats = dict(STATS)
     del stats["llm-cpu@cpu-small"]
-    problems = compare_stats(render.planned_workers(d), "cpu-small", json.dumps(stats))
+    problems = compare_stats(render.planned_workers(d.plan), "cpu-small", json.dumps(stats))
     assert problems == [
         "celery-embedding-worker@1.service: runs gevent x8, planned gevent x16",
         "celery-llm-worker@cpu.service: worker llm-cpu@cpu-small does not answer"]
-    assert "not JSON" in compare_stats(render.planned_workers(d), "h", "Error: timeout")[0]
+    assert "not JSON" in compare_stats(render.planned_workers(d.plan), "h", "Error: timeout")[0]
 
 
 def test_worker_units_fact_lists_instances_only():

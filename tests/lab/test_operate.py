@@ -1,9 +1,13 @@
 """After the deploy (issue #6): memory watch on real systemd hosts, `fleet status`."""
 
 import json
+import shlex
+import subprocess
+import sys
 import time
 
-from .conftest import FAKE, VENV, as_service_user, collect
+from .conftest import FAKE, ROOT, VENV, as_service_user, collect, lab_inventory_with
+from .test_deploy import PLANNED
 
 SUBMIT = r"""
 import json
@@ -46,3 +50,66 @@ def test_a_worker_above_its_memory_limit_restarts_warm_and_loses_no_task(lab, de
     finally:
         lab.ssh(host, f"rm -rf {dropin} /run/fleet-test-memory.env && systemctl daemon-reload "
                       f"&& systemctl restart {unit}")
+
+
+def fleet_status(lab, inventory="inventory/lab.py", *options):
+    result = subprocess.run([sys.executable, "-m", "celery_fleet.cli", "status", inventory,
+                             *options], cwd=ROOT, env=lab.env(), capture_output=True,
+                            text=True, timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_fleet_status_shows_the_fleet_running_as_planned(lab, deployed):
+    result = fleet_status(lab, "inventory/lab.py", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["differences"] == []
+    rows = {(h["name"], r.get("node", "").split("@")[0]): r
+            for h in report["hosts"] for r in h["units"]}
+    for host, nodes in PLANNED.items():
+        for node, (pool, concurrency) in nodes.items():
+            row = rows[(host, node)]
+            assert row["state"] == "active (running)"
+            assert row["runs"] == row["plan"] == f"{pool} x{concurrency}"
+            assert 20 < row["memory_mb"] < row["memory_max_mb"]  # psutil on the host
+    broker = next(h for h in report["hosts"] if h["name"] == "broker")
+    assert [(r["unit"], r["state"]) for r in broker["units"]] == [
+        ("redis-server.service", "active (running)"),
+        ("celery-fleet-redis-firewall.service", "active (exited)")]
+    assert {q["queue"]: q["consumers"] for q in report["queues"]} == {"embeddings": 3, "llm": 2}
+    gpu_box = next(h for h in report["hosts"] if h["name"] == "gpu-box")
+    assert [g["memory_total_mb"] for g in gpu_box["gpus"]] == [24576]
+    text = fleet_status(lab).stdout
+    assert "everything runs as planned" in text and "gevent x32   plan gevent x32" in text
+
+
+def test_fleet_status_marks_what_differs_from_the_plan(lab, deployed, tmp_path):
+    # a plan this fleet was not deployed with: the status says what to do
+    inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": 12}})
+    result = fleet_status(lab, inventory)
+    assert result.returncode == 1
+    assert ("cpu-small celery-embedding-worker@1.service: runs gevent x8, planned gevent x12 "
+            "(deploy again)") in result.stdout
+
+    # no LLM worker running, generations queued: they wait, and the status says why
+    llm = {"cpu-small": "celery-llm-worker@cpu", "gpu-box": "celery-llm-worker@gpu0"}
+    for host, unit in llm.items():
+        lab.ssh(host, f"systemctl stop {unit}")
+    try:
+        script = ("import json; from fleet_worker.tasks import generate; "
+                  "print(json.dumps([generate.delay(f'stuck {i}').id for i in range(3)]))")
+        ids = json.loads(as_service_user(lab, "cpu-small", f"{VENV}/python -c {shlex.quote(script)}")
+                         .strip().splitlines()[-1])
+        result = fleet_status(lab)
+        assert result.returncode == 1
+        assert ("queue llm: 3 task(s) waiting and no worker consumes it: they stay PENDING"
+                in result.stdout)
+        assert ("cpu-small celery-llm-worker@cpu.service: inactive (dead), planned to run"
+                in result.stdout)
+    finally:
+        for host, unit in llm.items():
+            lab.ssh(host, f"systemctl start {unit}")
+    assert collect(lab, ids, timeout=120) == [FAKE["completion_of"](f"stuck {i}")
+                                              for i in range(3)]
+    assert fleet_status(lab).returncode == 0
