@@ -1,0 +1,142 @@
+"""`fleet status`'s report (pure): every kind of difference from the plan is named."""
+
+import pytest
+
+from celery_fleet import status
+from celery_fleet.sizing import Gpu, HostFacts, plan_host
+
+GEVENT = "celery.concurrency.gevent:TaskPool"
+PREFORK = "celery.concurrency.prefork:TaskPool"
+
+
+def active(unit, restarts="0"):
+    return {"Id": unit, "ActiveState": "active", "SubState": "running", "NRestarts": restarts,
+            "MainPID": "42"}
+
+
+def worker_host(name="w1", units=None, memory=None, gpus=()):
+    plan = plan_host(name, HostFacts(8192, 2, tuple(Gpu(i, 24576) for i in range(len(gpus)))),
+                     {}, ("embedding", "llm"))
+    llm_unit = "celery-llm-worker@gpu0.service" if gpus else "celery-llm-worker@cpu.service"
+    default_units = {u: active(u) for u in ("celery-embedding-worker@1.service", llm_unit)}
+    return status.HostReading(
+        name, ("embedding", "llm"), plan, units=default_units if units is None else units,
+        hostname=name,
+        memory_mb=memory if memory is not None else {u: 60.0 for u in default_units},
+        gpus=list(gpus))
+
+
+def broker_host():
+    return status.HostReading("b", ("broker",), None, units={
+        u: active(u) for u in ("redis-server.service", "celery-fleet-redis-firewall.service")})
+
+
+def fleet_of(*hosts, waiting=None, **overrides):
+    workers = {}
+    for h in hosts:
+        workers[f"embedding-1@{h}"] = {"implementation": GEVENT, "concurrency": 16, "active": 2,
+                                       "reserved": 5, "queues": ["embeddings"], "pid": 1}
+        workers[f"llm-cpu@{h}"] = {"implementation": PREFORK, "concurrency": 1, "active": 0,
+                                   "reserved": 0, "queues": ["llm"], "pid": 2}
+    fleet = {"workers": workers, "queues": waiting or {"embeddings": 0, "llm": 0},
+             "unacked": 7, "redis": {"used_mb": 3.0, "maxmemory_mb": 2048}}
+    fleet.update(overrides)
+    return fleet
+
+
+def test_a_fleet_as_planned_has_no_difference_and_says_so():
+    report = status.build([broker_host(), worker_host()], fleet_of("w1"))
+    assert report["differences"] == []
+    row = report["hosts"][1]["units"][0]
+    assert (row["runs"], row["plan"], row["active"], row["reserved"]) == \
+        ("gevent x16", "gevent x16", 2, 5)
+    text = status.format_report(report, "now")
+    assert "everything runs as planned" in text and status.MARK not in text
+    assert "60 MB of 6144 MB" in text
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda h, f: h.units.pop("celery-llm-worker@cpu.service"),
+     "w1 celery-llm-worker@cpu.service: not installed, planned to run: deploy"),
+    (lambda h, f: h.units["celery-llm-worker@cpu.service"].update(ActiveState="failed",
+                                                                   SubState="failed"),
+     "w1 celery-llm-worker@cpu.service: failed (failed), planned to run"),
+    (lambda h, f: f["workers"]["embedding-1@w1"].update(concurrency=8),
+     "w1 celery-embedding-worker@1.service: runs gevent x8, planned gevent x16 (deploy again)"),
+    (lambda h, f: f["workers"].pop("llm-cpu@w1"),
+     "w1 celery-llm-worker@cpu.service: worker llm-cpu@w1 does not answer the broker"),
+    (lambda h, f: h.units.update({"celery-embedding-worker@2.service":
+                                  active("celery-embedding-worker@2.service")}),
+     "w1 celery-embedding-worker@2.service: runs but is not in the plan (deploy again to "
+     "retire it)"),
+    (lambda h, f: h.memory_mb.update({"celery-embedding-worker@1.service": 5000.0}),
+     "w1 celery-embedding-worker@1.service: uses 5000 MB, above its 4915 MB mark (of 6144 MB):"
+     " it restarts warm after its tasks"),
+    (lambda h, f: f["workers"].update({"embedding-1@old-host": f["workers"]["embedding-1@w1"]}),
+     "worker embedding-1@old-host answers but is in no host's plan (a host left out of the "
+     "inventory still runs it)"),
+    (lambda h, f: f.update(queues={"embeddings": 0, "llm": 3}) or f["workers"].pop("llm-cpu@w1"),
+     "queue llm: 3 task(s) waiting and no worker consumes it: they stay PENDING"),
+    (lambda h, f: f.update(redis={"used_mb": 1900.0, "maxmemory_mb": 2048}),
+     "redis: 1900.0 MB used of 2048 MB maxmemory: near full, it will refuse new tasks "
+     "(noeviction)"),
+    (lambda h, f: setattr(h, "problem", "the status command failed"),
+     "w1: the status command failed"),
+])
+def test_each_difference_from_the_plan_is_named(change, expected):
+    host, fleet = worker_host(), fleet_of("w1")
+    change(host, fleet)
+    report = status.build([broker_host(), host], fleet)
+    assert expected in report["differences"]
+    assert f"{status.MARK} " in status.format_report(report, "now")
+
+
+def test_an_unreachable_host_and_an_unreachable_broker_are_differences():
+    down = status.HostReading("w2", ("embedding",), None, reachable=False)
+    report = status.build([worker_host(), down], {"fleet_problem": "ConnectionError: refused"})
+    assert report["differences"] == ["w2: unreachable over SSH",
+                                     "the broker cannot be asked: ConnectionError: refused"]
+    # without the broker's answer, workers are not reported as silent one by one
+    assert "unreachable" in status.format_report(report, "now")
+
+
+def test_a_gpu_host_shows_its_gpus_and_a_gpu_that_disappeared():
+    gpu = {"index": 0, "util_pct": 37, "memory_used_mb": 20100, "memory_total_mb": 24576,
+           "processes": []}
+    host = worker_host(gpus=[gpu])
+    fleet = fleet_of()
+    fleet["workers"] = {"embedding-1@w1": {"implementation": GEVENT, "concurrency": 16,
+                                           "active": 0, "reserved": 0,
+                                           "queues": ["embeddings"], "pid": 1},
+                        "llm-gpu0@w1": {"implementation": "celery.concurrency.thread:TaskPool",
+                                        "concurrency": 4, "active": 1, "reserved": 0,
+                                        "queues": ["llm"], "pid": 2}}
+    report = status.build([host], fleet)
+    assert report["differences"] == []
+    assert "GPU 0: 37% busy, 20100 / 24576 MiB" in status.format_report(report, "now")
+    host.gpus = [dict(gpu, index=1)]
+    assert ("w1 celery-llm-worker@gpu0.service: pinned to GPU 0, which the host no longer shows"
+            in status.build([host], fleet)["differences"])
+    host.gpus, host.gpu_problem = [], "nvidia-smi exit 9: driver"
+    assert ("w1: GPUs cannot be read: nvidia-smi exit 9: driver"
+            in status.build([host], fleet)["differences"])
+
+
+def test_watch_shows_how_memory_moved_since_the_first_reading():
+    first = status.build([worker_host()], fleet_of("w1"))
+    later = worker_host(memory={"celery-embedding-worker@1.service": 75.0,
+                                "celery-llm-worker@cpu.service": 58.0})
+    report = status.build([later], fleet_of("w1"), previous=first)
+    rows = {r["unit"]: r for r in report["hosts"][0]["units"]}
+    assert rows["celery-embedding-worker@1.service"]["memory_change_mb"] == 15.0
+    assert rows["celery-llm-worker@cpu.service"]["memory_change_mb"] == -2.0
+    assert "75 MB of 6144 MB (+15)" in status.format_report(report, "now")
+
+
+def test_systemctl_show_blocks_are_parsed_per_unit():
+    lines = ["Id=redis-server.service", "ActiveState=active", "SubState=running", "NRestarts=2",
+             "", "Id=celery-embedding-worker@1.service", "ActiveState=inactive",
+             "SubState=dead", "NRestarts=0"]
+    units = status.parse_units(lines)
+    assert units["redis-server.service"]["NRestarts"] == "2"
+    assert units["celery-embedding-worker@1.service"]["ActiveState"] == "inactive"
