@@ -12,6 +12,7 @@ from celery_fleet.fleet import fleet_plans
 from celery_fleet.planview import plan_summary
 from roles.embedding_worker import embedding_worker
 from roles.fake_backend import fake_backend
+from roles.flower import flower, retire_flower
 from roles.llm_worker import llm_worker
 from roles.redis_broker import redis_broker
 from roles.units import EMBEDDING_PREFIX, LLM_PREFIX, retire_worker
@@ -27,6 +28,10 @@ if this_host is not None:
     changes = []
     if "broker" in this_host.roles:
         changes += redis_broker(this_host, list(this_host.fleet_addresses))
+    if "broker" in this_host.roles and this_host.settings["flower"]:
+        flower(this_host)
+    else:
+        retire_flower()
     if this_host.settings["fake_openai_backend"]:
         fake_backend(this_host)
     if "embedding" in this_host.roles or "llm" in this_host.roles:

@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LabError, SpecError, SettingsError) as error:
         print(f"fleet: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fleet status ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

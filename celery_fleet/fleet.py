@@ -22,6 +22,8 @@ from .settings import SettingsError, problems, resolve
 from .sizing import EMBEDDING_PREFETCH_MULTIPLIER, HostFacts, HostPlan, plan_host
 from .summary import FleetSummary
 
+FLOWER_USER = "flower"
+
 # pyinfra inventory group -> role in the plan
 GROUP_ROLES = {"brokers": "broker", "embedding_workers": "embedding", "llm_workers": "llm"}
 
@@ -40,6 +42,8 @@ class HostDeploy:
     private_address: str  # where the rest of the fleet reaches this host
     fleet_addresses: tuple[str, ...]  # every fleet host's, reachable in this run or not
     visibility_timeout_s: int  # one value for the whole fleet (visibility_timeout())
+    flower_auth: str = ""  # "user:password" (a secret) on the broker when Flower runs
+    task_events: bool = False  # workers send task events (for Flower)
 
 
 def roles_of(host) -> tuple[str, ...]:
@@ -108,6 +112,9 @@ def plan_inventory(inventory, unreachable=frozenset()) -> dict[str, tuple]:
             errors.append(str(error))
             continue
         controller = controller_problems(host, settings, detected)
+        if settings["flower"] and "broker" not in roles_of(host):
+            controller.append(str(SettingsError(host.name, "flower", True, "false here: set it "
+                                                "on the broker host (Flower runs beside Redis)")))
         if controller:
             errors += controller
             continue
@@ -149,8 +156,13 @@ def _plan_fleet(inventory, state) -> dict[str, HostDeploy]:
     # run leaves out with --limit) keeps its access to Redis
     addresses = tuple(sorted({private_address(h, resolve(h.name, h.data.dict()))
                               for h in inventory if roles_of(h)}))
+    flower = broker_settings["flower"]
+    flower_auth = (f"{FLOWER_USER}:" + read_or_create(
+        broker_settings["secrets_dir"], f"{broker_host.name}.flower_password")) if flower else ""
     return {name: HostDeploy(name, roles_of(host), plan, settings, broker_url,
-                             private_address(host, settings), addresses, visibility)
+                             private_address(host, settings), addresses, visibility,
+                             flower_auth=flower_auth if name == broker_host.name else "",
+                             task_events=flower)
             for name, (host, settings, plan) in planned.items()}
 
 

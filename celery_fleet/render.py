@@ -65,8 +65,33 @@ FIREWALL_RULES = f"{CONFIG_DIR}/redis-firewall.nft"
 
 
 def redis_firewall(d: HostDeploy, fleet_addresses: list[str]) -> dict:
-    return {"port": d.settings["redis_port"],
-            "allowed": ", ".join(sorted(set(fleet_addresses) | {"127.0.0.1"}))}
+    fleet = set(fleet_addresses) | {"127.0.0.1"}
+    return {"port": d.settings["redis_port"], "allowed": ", ".join(sorted(fleet)),
+            "flower_port": d.settings["flower_port"] if d.settings["flower"] else None,
+            "flower_allowed": ", ".join(sorted(fleet | set(d.settings["flower_allowed_networks"])))}
+
+
+# Flower, on the broker host when the inventory says `flower: true`
+FLOWER_UNIT = "celery-fleet-flower.service"
+FLOWER_ENV = f"{CONFIG_DIR}/flower.env"
+# kombu's redis extra spelled out: pyinfra's pip.packages compares names, so "celery[redis]"
+# counts as installed once flower brought celery, and the extra never comes
+FLOWER_REQUIREMENTS = ("flower==2.2.0", "celery==5.7.0", "redis>=6.4.0,<9",
+                       "packaging==26.3")
+
+
+def flower_venv(d: HostDeploy) -> str:
+    return f"{d.settings['install_dir']}/flower-venv"
+
+
+def flower_unit(d: HostDeploy) -> dict:
+    return {"venv": flower_venv(d), "address": d.private_address,
+            "port": d.settings["flower_port"], "env_file": FLOWER_ENV}
+
+
+def flower_env(d: HostDeploy) -> dict:
+    # secrets in the environment, never on the command line (`ps` shows it to every user)
+    return {"broker_url": env_quote(d.broker_url), "basic_auth": env_quote(d.flower_auth)}
 
 
 def redis_conf(d: HostDeploy, bind_address: str) -> dict:
@@ -120,6 +145,7 @@ def embedding_env(d: HostDeploy) -> dict:
         "pool": env_quote(plan.pool),
         "concurrency": env_quote(plan.concurrency),
         "prefetch_multiplier": env_quote(EMBEDDING_PREFETCH_MULTIPLIER),
+        "task_events": env_quote(int(d.task_events)),
         "task_time_limit_s": env_quote(s["embedding_task_time_limit_s"]),
         "visibility_timeout_s": env_quote(d.visibility_timeout_s),
         "api_url": env_quote(s["embedding_api_url"]),
@@ -152,6 +178,7 @@ def llm_env(d: HostDeploy) -> dict:
         **memory_env(d.plan.llm.memory_max_mb),
         "broker_url": env_quote(d.broker_url),
         "pool": env_quote(d.plan.llm.pool),
+        "task_events": env_quote(int(d.task_events)),
         "task_time_limit_s": env_quote(s["llm_task_time_limit_s"]),
         "visibility_timeout_s": env_quote(d.visibility_timeout_s),
         "api_url": env_quote(s["llm_api_url"]),

@@ -10,6 +10,7 @@ A default of None means "computed by the sizing core from the host's facts" (see
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -34,7 +35,7 @@ class Setting:
     accepted: str  # what a user reads when their value is refused
     check: Callable[[Any], bool]  # True when a value (already not None) is accepted
     doc: str
-    group: str  # facts, embedding, llm, redis, deploy
+    group: str  # facts, embedding, llm, redis, monitoring, deploy
 
 
 def _int_at_least(minimum: int) -> Callable[[Any], bool]:
@@ -65,6 +66,15 @@ def _user_name(v: Any) -> bool:
 
 def _vram_list(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and all(_int_at_least(1024)(x) for x in v)
+
+
+def _networks(value) -> bool:
+    if not isinstance(value, list):
+        return False
+    try:
+        return all(isinstance(v, str) and ipaddress.IPv4Network(v, strict=False) for v in value)
+    except ValueError:
+        return False
 
 
 def _path_list(v: Any) -> bool:
@@ -138,6 +148,17 @@ _SETTINGS = [
             lambda v: _text(v) and len(v) >= 16 and " " not in v,
             "broker password (default: generated once, kept on the controller, mode 0600)",
             "redis"),
+    Setting("flower", False, "true or false", lambda v: isinstance(v, bool),
+            "run Flower (Celery's web monitor, Prometheus metrics at /metrics) on the broker, "
+            "on its private address, behind a generated password; workers then send task "
+            "events", "monitoring"),
+    Setting("flower_port", 5555, "a port number 1-65535",
+            lambda v: _int_at_least(1)(v) and v <= 65535, "port Flower listens on",
+            "monitoring"),
+    Setting("flower_allowed_networks", [], "a list of IPv4 addresses or networks "
+            "(10.0.0.0/24)", _networks,
+            "who may reach Flower besides the fleet's hosts (your desk, Prometheus)",
+            "monitoring"),
     # -- deploy --
     Setting("private_address", None, "an IP address or host name",
             lambda v: _text(v) and re.fullmatch(r"[A-Za-z0-9.:-]+", v) is not None,

@@ -24,6 +24,7 @@ class HostReading:
     roles: tuple[str, ...]
     plan: HostPlan | None
     fake_backend: bool = False
+    flower: bool = False
     reachable: bool = True
     units: dict[str, dict] = field(default_factory=dict)  # systemctl show, per unit
     hostname: str = ""
@@ -39,6 +40,8 @@ def expected_units(reading: HostReading) -> list[str]:
         units += [REDIS_UNIT, render.FIREWALL_UNIT]
     if reading.plan:
         units += [w["unit"] for w in render.planned_workers(reading.plan)]
+    if reading.flower and "broker" in reading.roles:
+        units.append(render.FLOWER_UNIT)
     if reading.fake_backend:
         units.append(render.FAKE_OPENAI_UNIT)
     return units

@@ -41,7 +41,8 @@ def _run(host, command: str, **arguments) -> tuple[bool, list[str], list[str]]:
 
 def _read_host(host, plan, settings, fleet_query: bool) -> tuple[status.HostReading, dict]:
     reading = status.HostReading(host.name, roles_of(host), plan,
-                                 fake_backend=bool(settings.get("fake_openai_backend")))
+                                 fake_backend=settings["fake_openai_backend"],
+                                 flower=settings["flower"])
     ok, lines, errors = _run(host, UNITS_COMMAND)
     if not ok:
         reading.problem = f"systemctl failed: {' '.join(errors)[:200]}"

@@ -9,13 +9,12 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import apt, files, pip, server
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, server
 
 from celery_fleet.fleet import HostDeploy
-from celery_fleet.render import (CONFIG_DIR, ENV_EXEC, FILES_DIR, TEMPLATES_DIR,
-                                 WORKER_BASE_REQUIREMENTS)
+from celery_fleet.render import CONFIG_DIR, ENV_EXEC, FILES_DIR, WORKER_BASE_REQUIREMENTS
 from celery_fleet.wheel import build_wheel
+from roles.python_env import python_venv, trust_certificates
 
 
 @operation()
@@ -41,19 +40,7 @@ def worker_base(d: HostDeploy) -> list:
     s = d.settings
     user, install_dir = s["service_user"], s["install_dir"]
     venv = f"{install_dir}/venv"
-    apt.packages(name="Install Python's venv module and the CA certificates",
-                 packages=["python3-venv", "ca-certificates"], update=True, cache_time=86400)
-
-    certificates = [
-        files.put(name=f"Trust the CA certificate {Path(path).name}", src=path,
-                  dest=f"/usr/local/share/ca-certificates/celery-fleet-{Path(path).stem}.crt",
-                  mode="644")
-        for path in s["extra_ca_certificates"]
-    ]
-    if certificates:
-        server.shell(name="Rebuild the system CA bundle", commands=["update-ca-certificates"],
-                     _if=any_changed(*certificates))
-
+    trust_certificates(s)
     server.group(name=f"Ensure the group {user} exists", group=user, system=True)
     server.user(name=f"Ensure the service user {user} exists", user=user, group=user,
                 system=True, home=install_dir, shell="/usr/sbin/nologin", ensure_home=False)
@@ -66,11 +53,7 @@ def worker_base(d: HostDeploy) -> list:
     files.put(name="Install env-exec (runs a command with a worker's .env)",
               src=str(FILES_DIR / "env-exec"), dest=ENV_EXEC, mode="755")
 
-    pip.venv(name=f"Ensure the virtualenv {venv} exists", path=venv, python="python3")
-    files.template(name="Configure pip in the virtualenv (CA bundle, index)",
-                   src=str(TEMPLATES_DIR / "pip.conf.j2"), dest=f"{venv}/pip.conf", mode="644",
-                   index_url=s["pip_index_url"])
-
+    python_venv(venv, s)
     source = Path(s["worker_app_source"])
     if source.is_dir():
         wheel = build_wheel(source)

@@ -40,6 +40,10 @@ VALUE_KINDS = [
      "no such setting (did you mean embedding_concurrency?)"),
     ({"llm_concurency": 2}, "llm_concurency", "2", "did you mean llm_concurrency?"),
     ({"embedding_batch": 8}, "embedding_batch", "8", "no such setting"),
+    ({"flower": "yes"}, "flower", "'yes'", "true or false"),
+    ({"flower_allowed_networks": ["10.0.0.0/33"]}, "flower_allowed_networks",
+     "['10.0.0.0/33']", "a list of IPv4 addresses or networks"),
+    ({"llm_memory_max_mb": 100}, "llm_memory_max_mb", "100", "a whole number of MB >= 256"),
 ]
 
 

@@ -176,6 +176,36 @@ def test_redis_firewall_lets_only_the_fleet_in():
     assert "tcp dport 6379 counter drop" in text
 
 
+def test_flower_is_private_protected_and_its_secrets_stay_in_its_env_file(unit_root):
+    d = deploy_of(data={"install_dir": str(unit_root), "flower": True,
+                        "flower_allowed_networks": ["192.168.1.0/24"]})
+    d = HostDeploy(**{**d.__dict__, "flower_auth": "flower:pa55-word-0123456789"})
+    (unit_root / "flower-venv" / "bin").mkdir(parents=True)
+    (unit_root / "flower-venv" / "bin" / "celery").symlink_to(unit_root / "venv/bin/celery")
+    unit = render.render(f"{render.FLOWER_UNIT}.j2", render.flower_unit(d))
+    assert "--address=10.0.0.9 --port=5555" in unit and "DynamicUser=yes" in unit
+    assert "pa55" not in unit and "s3cr3t" not in unit  # the unit is world-readable
+    (unit_root / render.FLOWER_UNIT).write_text(unit)
+    assert verify(unit_root / render.FLOWER_UNIT) == ""
+    env = render.render("flower.env.j2", render.flower_env(d))
+    assert 'FLOWER_BASIC_AUTH="flower:pa55-word-0123456789"' in env
+    assert f'BROKER_URL="{BROKER_URL}"' in env
+    rules = render.render("redis-firewall.nft.j2", render.redis_firewall(d, ["10.0.0.9"]))
+    assert ("tcp dport 5555 ip saddr { 10.0.0.9, 127.0.0.1, 192.168.1.0/24 } accept"
+            in rules)
+    assert "tcp dport 5555 counter drop" in rules
+    no_flower = render.render("redis-firewall.nft.j2",
+                              render.redis_firewall(deploy_of(), ["10.0.0.9"]))
+    assert "5555" not in no_flower
+
+
+def test_workers_send_task_events_only_for_flower():
+    quiet = render.render("embedding-worker.env.j2", render.embedding_env(deploy_of()))
+    assert 'FLEET_TASK_EVENTS="0"' in quiet
+    d = HostDeploy(**{**deploy_of().__dict__, "task_events": True})
+    assert 'FLEET_TASK_EVENTS="1"' in render.render("llm-worker.env.j2", render.llm_env(d))
+
+
 def test_one_visibility_timeout_covers_the_longest_wait_and_run_in_the_fleet():
     from celery_fleet.fleet import VISIBILITY_MARGIN_S, visibility_timeout
     defaults = resolve("h", {})

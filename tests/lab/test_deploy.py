@@ -144,12 +144,15 @@ def test_bad_inventory_values_stop_the_deploy_before_any_host_is_changed(lab, de
         assert line in output, line
     # checked once a host's plan stands: a CA certificate missing on the controller
     missing_ca = lab_inventory_with(tmp_path, {"gpu-box": {"extra_ca_certificates":
-                                                           ["/nonexistent/ca.crt"]}})
+                                                           ["/nonexistent/ca.crt"],
+                                                           "flower": True}})
     result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", missing_ca, "deploy.py"],
                             cwd=ROOT, env=lab.env(), capture_output=True, text=True, timeout=300)
     second = result.stdout + result.stderr
     assert result.returncode != 0
     assert "host 'gpu-box': extra_ca_certificates='/nonexistent/ca.crt' is not accepted" in second
+    assert ("host 'gpu-box': flower=True is not accepted: false here: set it on the broker host"
+            in second)
     assert "Grand total" not in second
     assert "Grand total" not in output  # not one operation ran
     assert main_pids(lab) == before

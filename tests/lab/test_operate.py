@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from .conftest import FAKE, ROOT, VENV, as_service_user, collect, lab_inventory_with
+from .conftest import FAKE, ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with
 from .test_deploy import PLANNED
 
 SUBMIT = r"""
@@ -113,3 +113,68 @@ def test_fleet_status_marks_what_differs_from_the_plan(lab, deployed, tmp_path):
     assert collect(lab, ids, timeout=120) == [FAKE["completion_of"](f"stuck {i}")
                                               for i in range(3)]
     assert fleet_status(lab).returncode == 0
+
+
+GET = r"""
+import base64, sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1])
+if len(sys.argv) > 2:
+    request.add_header("Authorization", "Basic " + base64.b64encode(sys.argv[2].encode()).decode())
+try:
+    answer = urllib.request.urlopen(request, timeout=10)
+    print(answer.status); print(answer.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code)
+"""
+
+
+def http_get(lab, host, url, login=None) -> tuple[int, str]:
+    args = f"{shlex.quote(url)}" + (f" {shlex.quote(login)}" if login else "")
+    out = lab.ssh(host, f"python3 -c {shlex.quote(GET)} {args}").stdout
+    status, _, body = out.partition("\n")
+    return int(status), body
+
+
+def test_flower_is_one_setting_away_private_and_protected(lab, deployed, tmp_path):
+    import socket
+
+    import pytest
+
+    deploy(lab, lab_inventory_with(tmp_path, {"broker": {"flower": True}}))
+    try:
+        password = (ROOT / ".fleet-secrets" / "broker.flower_password").read_text().strip()
+        url = f"http://{lab.ip('broker')}:5555"
+        assert http_get(lab, "cpu-small", f"{url}/api/workers")[0] == 401  # no login, no data
+        code, body = http_get(lab, "cpu-small", f"{url}/api/workers?refresh=1",
+                              f"flower:{password}")
+        assert code == 200 and set(json.loads(body)) == {
+            f"{node}@{host}" for host, nodes in PLANNED.items() for node in nodes}
+        # workers send task events now: Flower counts them for Prometheus
+        task_id = as_service_user(lab, "cpu-small", f"{VENV}/python -c "
+                                                    f"{shlex.quote(SEND_ONE)}").split()[-1]
+        assert collect(lab, [task_id], 60) == [[FAKE["vector_of"]("flower")]]
+        code, metrics = http_get(lab, "cpu-small", f"{url}/metrics", f"flower:{password}")
+        assert code == 200 and 'flower_events_total{task="fleet_worker.tasks.embed",' \
+                               'type="task-succeeded"' in metrics
+        # bound to the private address only, closed to a machine outside the fleet
+        listening = lab.ssh("broker", "ss -ltnH 'sport = :5555'").stdout.split()
+        assert f"{lab.ip('broker')}:5555" in listening
+        with pytest.raises(OSError):
+            socket.create_connection((lab.ip("broker"), 5555), timeout=3).close()
+        # the login is in no command line, no log, no world-readable file
+        assert password not in lab.ssh("broker", "ps -eo args").stdout
+        leaks = lab.ssh("broker", "journalctl --no-pager -o cat | grep -cF -- "
+                                  f"{shlex.quote(password)} || true; find /etc /opt -xdev "
+                                  "-type f -perm -o=r | xargs -r grep -lF -- "
+                                  f"{shlex.quote(password)} || true").stdout.split()
+        assert leaks == ["0"]
+    finally:
+        result = deploy(lab)  # flower: false again removes it
+    assert "Remove Flower (no longer enabled) | Stop and disable Flower" in result["output"]
+    assert lab.ssh("broker", "systemctl cat celery-fleet-flower.service",
+                   check=False).returncode != 0
+    assert "5555" not in lab.ssh("broker", "ss -ltnH").stdout
+
+
+SEND_ONE = ("from fleet_worker.tasks import embed; r = embed.delay(['flower']); "
+            "print(r.id)")

@@ -42,6 +42,9 @@ app.conf.update(
     result_serializer="json",
     accept_content=["json"],
     worker_hijack_root_logger=False,
+    # Flower's task pages and its Prometheus metrics are built from these events
+    worker_send_task_events=config.task_events,
+    task_send_sent_event=config.task_events,
 )
 
 from .memory import MemoryWatch  # noqa: E402 (imports config from here)

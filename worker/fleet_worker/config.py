@@ -43,6 +43,7 @@ class WorkerConfig:
     visibility_timeout_s: int = 0
     memory_recycle_mb: int = 0  # 0: no memory watch (fleet_worker/memory.py)
     memory_check_s: float = 30
+    task_events: bool = False  # for Flower (the inventory's `flower: true`)
 
     def __post_init__(self):
         if not self.visibility_timeout_s:  # the deploy sets one value for the fleet
@@ -71,4 +72,5 @@ def from_environ(env=os.environ) -> WorkerConfig:
         visibility_timeout_s=int(env.get("FLEET_VISIBILITY_TIMEOUT_S", "0") or 0),
         memory_recycle_mb=int(env.get("FLEET_MEMORY_RECYCLE_MB", "0") or 0),
         memory_check_s=float(env.get("FLEET_MEMORY_CHECK_S", "30") or 30),
+        task_events=env.get("FLEET_TASK_EVENTS", "0") == "1",
     )
