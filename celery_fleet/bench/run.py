@@ -152,6 +152,28 @@ def run_config(case: str, config: Config, broker: str, api_url: str, tasks: int,
 vector_of = runpy.run_path(str(harness.FAKE_SERVER))["vector_of"]  # what the fake answers
 
 
+# The configurations each case runs (the sizing core's choice is added when missing).
+SWEEP = {
+    "a": [Config("solo", 1), Config("prefork", 4), Config("threads", 8), Config("threads", 16),
+          Config("threads", 32), Config("gevent", 8), Config("gevent", 16),
+          Config("gevent", 32), Config("gevent", 64), Config("gevent", 16, 2),
+          Config("gevent", 32, 2)],
+    "b": [Config("gevent", c) for c in (4, 8, 12, 16, 32, 64)],
+    "c": [Config("prefork", c) for c in (1, 2, 4)],
+}
+
+
+def runs_planned(cases: str, chosen: dict) -> int:
+    return sum(len(_with(SWEEP[case], chosen[case])) for case in "abc" if case in cases)
+
+
+def progress(done: int, total: int, elapsed_s: float) -> str:
+    """Pure: "[3/21, 41 s, ~4 min left]" from the mean time of the runs so far."""
+    left = elapsed_s / done * (total - done) if done else 0
+    eta = f"~{left / 60:.0f} min left" if left >= 90 else f"~{left:.0f} s left"
+    return f"[{done}/{total}, {elapsed_s:.0f} s, {eta}]"
+
+
 def sweep(quick: bool, cases: str, say) -> list[Result]:
     chosen = chosen_configs()
     cores = os.cpu_count() or 1
@@ -161,23 +183,18 @@ def sweep(quick: bool, cases: str, say) -> list[Result]:
         os.environ["FLEET_BROKER_URL"] = broker
         os.environ["FLEET_RESULT_BACKEND"] = broker
         if "a" in cases:
-            configs = [Config("solo", 1), Config("prefork", 4), Config("threads", 8),
-                       Config("threads", 16), Config("threads", 32), Config("gevent", 8),
-                       Config("gevent", 16), Config("gevent", 32), Config("gevent", 64),
-                       Config("gevent", 16, 2), Config("gevent", 32, 2)]
             with harness.fake_backend(latency_ms=EMBED_LATENCY_MS) as api:
-                for config in _with(configs, chosen["a"]):
+                for config in _with(SWEEP["a"], chosen["a"]):
                     n = int((60 if config.concurrency * config.processes < 8 else 400) * scale)
                     ideal = config.concurrency * config.processes / (EMBED_LATENCY_MS / 1000)
                     results.append(_mark(run_config("a", config, broker, api, n, ideal,
                                                     "embeddings", {}), chosen["a"], config))
                     say(results[-1])
         if "b" in cases:
-            configs = [Config("gevent", c) for c in (4, 8, 12, 16, 32, 64)]
             with harness.fake_backend(latency_ms=EMBED_LATENCY_MS,
                                       rate_limit_per_s=RATE_LIMIT_PER_S,
                                       burst=RATE_LIMIT_BURST) as api:
-                for config in _with(configs, chosen["b"]):
+                for config in _with(SWEEP["b"], chosen["b"]):
                     ideal = min(RATE_LIMIT_PER_S, config.concurrency / (EMBED_LATENCY_MS / 1000))
                     results.append(_mark(run_config(
                         "b", config, broker, api, int(300 * scale), ideal, "embeddings",
@@ -185,10 +202,9 @@ def sweep(quick: bool, cases: str, say) -> list[Result]:
                          "EMBEDDING_RATE_BURST": 1}), chosen["b"], config))
                     say(results[-1])
         if "c" in cases:
-            configs = [Config("prefork", c) for c in (1, 2, 4)]
             with harness.fake_backend(completion_cpu_ms=COMPLETION_WALL_S * 1000 * cores,
                                       cpu_workers=cores) as api:
-                for config in _with(configs, chosen["c"]):
+                for config in _with(SWEEP["c"], chosen["c"]):
                     results.append(_mark(run_config(
                         "c", config, broker, api, max(4, int(8 * scale)),
                         1 / COMPLETION_WALL_S, "llm", {}), chosen["c"], config))
@@ -263,9 +279,13 @@ def main(out_dir: str, quick: bool, cases: str) -> int:
     print(f"fleet bench on {facts.cores} cores, {facts.ram_mb} MB RAM; chosen: "
           + ", ".join(f"{c}: {cfg.label}" for c, cfg in chosen_configs().items()), flush=True)
 
+    total, started, done = runs_planned(cases, chosen_configs()), time.monotonic(), []
+
     def say(result: Result) -> None:
+        done.append(result)
         print(f"  [{result.case}] {result.config:<24} {result.tasks_per_s:7.1f} tasks/s "
-              f"(ideal {result.ideal_per_s:.1f}, {result.errors} errors)", flush=True)
+              f"(ideal {result.ideal_per_s:.1f}, {result.errors} errors)  "
+              f"{progress(len(done), total, time.monotonic() - started)}", flush=True)
 
     results = sweep(quick, cases, say)
     print(format_table(results))

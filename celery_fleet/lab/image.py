@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,13 +91,14 @@ class Image:
         debs = self.cache_dir / "debs"
         debs.mkdir(exist_ok=True)
         log = self.cache_dir / "debootstrap.log"
-        result = run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                      f"--cache-dir={debs}", SUITE, str(rootfs), self.mirror],
-                     check=False, timeout=900)
-        log.write_text(result.stdout + result.stderr)
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-            raise LabError(f"debootstrap failed (exit {result.returncode}, log {log}):\n{tail}")
+        returncode, lines = run_streaming(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+             f"--cache-dir={debs}", SUITE, str(rootfs), self.mirror],
+            DebootstrapProgress(say).line, timeout_s=900)
+        log.write_text("\n".join(lines) + "\n")
+        if returncode != 0:
+            tail = "\n".join(lines[-15:])
+            raise LabError(f"debootstrap failed (exit {returncode}, log {log}):\n{tail}")
         say(f"debootstrap done in {time.monotonic() - started:.0f} s")
         customise(rootfs)
         partial = self.tarball.with_suffix(".partial")
@@ -106,6 +108,45 @@ class Image:
         size_mb = self.tarball.stat().st_size / 2**20
         say(f"image built in {time.monotonic() - started:.0f} s; cached as {self.tarball} "
             f"({size_mb:.0f} MB)")
+
+
+class DebootstrapProgress:
+    """debootstrap prints a line per package ("I: Retrieving libc6 2.36"): say each new stage
+    (Retrieving, Validating, Extracting, Installing, Unpacking, Configuring ...) and, within a
+    long stage, its latest line every heartbeat, so a minute of building is not a minute of
+    silence."""
+
+    def __init__(self, say, heartbeat_s: float = 10, clock=time.monotonic):
+        self.say, self.heartbeat_s, self.clock = say, heartbeat_s, clock
+        self.started = self.last = clock()
+        self.stage = ""
+
+    def line(self, text: str) -> None:
+        if not text.startswith("I: "):
+            return
+        stage, now = " ".join(text.split()[:2]), self.clock()
+        if stage != self.stage or now - self.last >= self.heartbeat_s:
+            self.say(f"debootstrap, {now - self.started:.0f} s: {text[3:].strip()}")
+            self.stage, self.last = stage, now
+
+
+def run_streaming(args: list[str], on_line, timeout_s: float) -> tuple[int, list[str]]:
+    """Run a command, handing each line of its output (stdout and stderr) to on_line as it
+    comes; (exit status, every line)."""
+    try:
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace")
+    except FileNotFoundError as error:
+        raise LabError(f"{args[0]} is not installed: {error}") from error
+    deadline, lines = time.monotonic() + timeout_s, []
+    for text in process.stdout:
+        lines.append(text.rstrip("\n"))
+        on_line(lines[-1])
+        if time.monotonic() > deadline:
+            process.kill()
+            lines.append(f"(killed after {timeout_s:.0f} s)")
+            break
+    return process.wait(), lines
 
 
 def customise(rootfs: Path) -> None:

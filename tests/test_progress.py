@@ -1,0 +1,48 @@
+"""Long work shows progress (issue #6): the deploy, the bench sweep and the image build say
+how far along they are."""
+
+from celery_fleet.bench.run import SWEEP, Config, progress, runs_planned
+from celery_fleet.lab.image import DebootstrapProgress, run_streaming
+from celery_fleet.summary import progress_line
+
+
+def test_a_deploy_says_each_tenth_of_its_operations_once():
+    said, tenth = [], 0
+    for done in range(1, 86):
+        line = progress_line(done, 85, done * 0.5, tenth)
+        if line:
+            said.append(line)
+            tenth = done * 10 // 85
+    assert len(said) == 10
+    assert said[0] == "--> celery-fleet: 10% (9 of 85 operations, 4 s)"
+    assert said[-1] == "--> celery-fleet: 100% (85 of 85 operations, 42 s)"
+    assert progress_line(3, 0, 1.0, 0) is None  # no operations: nothing to say
+
+
+def test_the_bench_counts_its_runs_and_estimates_what_is_left():
+    chosen = {"a": Config("gevent", 32, 2), "b": Config("gevent", 13), "c": Config("prefork", 1)}
+    # gevent 13 is not in case b's sweep: it is added
+    assert runs_planned("abc", chosen) == len(SWEEP["a"]) + len(SWEEP["b"]) + 1 + len(SWEEP["c"])
+    assert runs_planned("c", chosen) == 3
+    assert progress(3, 21, 30.0) == "[3/21, 30 s, ~3 min left]"
+    assert progress(20, 21, 60.0) == "[20/21, 60 s, ~3 s left]"
+
+
+def test_the_image_build_says_each_debootstrap_stage_and_a_heartbeat():
+    said, now = [], [0.0]
+    progress_of = DebootstrapProgress(said.append, heartbeat_s=10, clock=lambda: now[0])
+    for second, line in [(1, "I: Retrieving InRelease"), (2, "I: Retrieving libc6 2.36"),
+                         (12, "I: Retrieving systemd 252"), (13, "W: a warning"),
+                         (20, "I: Extracting base-files..."), (21, "I: Extracting bash...")]:
+        now[0] = second
+        progress_of.line(line)
+    assert said == ["debootstrap, 1 s: Retrieving InRelease",
+                    "debootstrap, 12 s: Retrieving systemd 252",  # heartbeat within the stage
+                    "debootstrap, 20 s: Extracting base-files..."]  # a new stage
+
+
+def test_streamed_output_arrives_line_by_line_and_keeps_the_exit_status():
+    seen = []
+    code, lines = run_streaming(["sh", "-c", "echo 'I: one'; echo 'I: two' >&2; exit 3"],
+                                seen.append, timeout_s=30)
+    assert code == 3 and seen == lines == ["I: one", "I: two"]
