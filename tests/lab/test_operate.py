@@ -178,3 +178,22 @@ def test_flower_is_one_setting_away_private_and_protected(lab, deployed, tmp_pat
 
 SEND_ONE = ("from fleet_worker.tasks import embed; r = embed.delay(['flower']); "
             "print(r.id)")
+
+
+PROBE = f"{VENV}/python -m fleet_worker.probe --requests 32 --concurrency 8"
+
+
+def test_the_endpoint_probe_tells_a_slow_endpoint_from_a_busy_one(lab, deployed):
+    # the lab's fake API serves everything at once: not the bottleneck
+    out = as_service_user(lab, "cpu-small", PROBE, timeout=120)
+    assert "32/32 ok" in out and "it keeps up with 8 at once" in out, out
+    # the same API serving one request at a time: the probe says concurrency will not help
+    lab.ssh("cpu-small", "systemd-run --unit=fleet-test-single-slot --property=DynamicUser=yes "
+                         "/usr/bin/python3 /usr/local/lib/celery-fleet/fake-openai-server "
+                         "--port 8099 --latency-ms 50 --capacity 1 && sleep 1")
+    try:
+        out = as_service_user(lab, "cpu-small", f"{PROBE} --url http://127.0.0.1:8099/v1",
+                              timeout=120)
+    finally:
+        lab.ssh("cpu-small", "systemctl stop fleet-test-single-slot")
+    assert "32/32 ok" in out and "below the 8 this worker runs at once" in out, out
