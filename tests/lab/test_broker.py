@@ -41,7 +41,8 @@ def test_queued_tasks_survive_a_redis_restart_and_a_crash(lab, deployed):
         restarts = lab.ssh("broker", "systemctl show -p NRestarts --value redis-server").stdout
         assert int(restarts) >= 1  # it really crashed and came back
     finally:
-        redis(lab, "DEL", "held-by-test")
+        redis(lab, "DEL", "held-by-test", "_kombu.binding.held-by-test",
+              "_kombu.binding_permanent.held-by-test")
 
 
 def test_the_broker_password_is_in_no_log_and_no_world_readable_file(lab, deployed):

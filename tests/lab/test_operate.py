@@ -6,7 +6,8 @@ import subprocess
 import sys
 import time
 
-from .conftest import FAKE, ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with
+from .conftest import (FAKE, ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with,
+                       redis)
 from .test_deploy import PLANNED
 
 SUBMIT = r"""
@@ -101,15 +102,23 @@ def test_fleet_status_marks_what_differs_from_the_plan(lab, deployed, tmp_path):
                   "print(json.dumps([generate.delay(f'stuck {i}').id for i in range(3)]))")
         ids = json.loads(as_service_user(lab, "cpu-small", f"{VENV}/python -c {shlex.quote(script)}")
                          .strip().splitlines()[-1])
+        # and a task sent to a queue nobody consumes, by a typo
+        as_service_user(lab, "cpu-small", f"{VENV}/python -c " + shlex.quote(
+            "from fleet_worker.tasks import embed; embed.apply_async([['x']], "
+            "queue='embedings')"))
         result = fleet_status(lab)
         assert result.returncode == 1
         assert ("queue llm: 3 task(s) waiting and no worker consumes it: they stay PENDING"
                 in result.stdout)
+        assert ("queue embedings: 1 task(s) waiting and no worker consumes it: they stay "
+                "PENDING" in result.stdout)
         assert ("cpu-small celery-llm-worker@cpu.service: inactive (dead), planned to run"
                 in result.stdout)
     finally:
         for host, unit in llm.items():
             lab.ssh(host, f"systemctl start {unit}")
+        redis(lab, "DEL", "embedings", "_kombu.binding.embedings",
+              "_kombu.binding_permanent.embedings")
     assert collect(lab, ids, timeout=120) == [FAKE["completion_of"](f"stuck {i}")
                                               for i in range(3)]
     assert fleet_status(lab).returncode == 0

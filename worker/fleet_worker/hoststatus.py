@@ -107,6 +107,26 @@ def gpu_status() -> dict:
     return {"gpus": [], "gpu_source": "", "gpu_problem": "; ".join(problems)}
 
 
+BINDING_PREFIX = "_kombu.binding."
+BINDING_SEP = "\x06\x16"
+
+
+def declared_queues(client) -> list[str]:
+    """Every queue a producer or worker declared, from kombu's binding sets (SCAN: KEYS is
+    disabled on the broker). A task sent to a queue no worker consumes (a typo in queue=)
+    shows up here."""
+    queues = set()
+    for key in client.scan_iter(match=f"{BINDING_PREFIX}*", count=1000):
+        exchange = key.decode()[len(BINDING_PREFIX):]
+        if "pidbox" in exchange or exchange.startswith("celeryev"):
+            continue  # Celery's control and event exchanges: not task queues
+        for member in client.smembers(key):
+            parts = member.decode().split(BINDING_SEP)
+            if len(parts) == 3 and parts[2]:
+                queues.add(parts[2])
+    return sorted(queues)
+
+
 def fleet_status() -> dict:
     """The broker's queues, and the workers as Celery sees them: asked once per fleet."""
     from .app import app
@@ -125,7 +145,7 @@ def fleet_status() -> dict:
                 sizes[name] = channel.queue_declare(queue=name).message_count
             return sizes[name]
 
-        for name in WORKER_QUEUES:
+        for name in (*WORKER_QUEUES, *declared_queues(client)):
             size(name)
         # no limit on replies: a worker that is in no plan must be seen too
         inspect = app.control.inspect(timeout=INSPECT_TIMEOUT_S)
