@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo deploy plan lab down status test test-pure bench bench-lab
+.PHONY: setup demo deploy plan lab down status lab-status test test-pure bench bench-lab
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -14,9 +14,7 @@ $(VENV)/.installed: pyproject.toml
 # bring the local lab up (3 real systemd hosts), deploy the fleet to it, show what runs
 demo: lab
 	$(BIN)/pyinfra -y inventory/lab.py deploy.py
-	@for h in broker cpu-small gpu-box; do echo "== $$h"; \
-	  $(BIN)/fleet lab ssh $$h systemctl list-units --no-pager --plain --no-legend \
-	    'redis-server.service' 'celery-*'; done
+	$(BIN)/fleet status inventory/lab.py
 
 deploy: setup
 	$(BIN)/pyinfra -y inventory/lab.py deploy.py
@@ -27,7 +25,11 @@ plan: setup
 lab: setup
 	$(BIN)/fleet lab up
 
+# every unit, worker, queue and GPU of the lab's fleet against its plan
 status: setup
+	$(BIN)/fleet status inventory/lab.py
+
+lab-status: setup
 	$(BIN)/fleet lab status
 
 down: setup

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 # Redis re-delivers a task not acknowledged within visibility_timeout: it must exceed the
 # longest task (SIZING.md: the default of 1 h re-runs longer tasks).
 DEFAULT_TASK_TIME_LIMIT_S = 1800
-VISIBILITY_MARGIN_S = 600
+VISIBILITY_MARGIN_S = 60  # as celery_fleet/fleet.py: clocks that differ between hosts
 REDIS_CONNECTIONS_SPARE = 10  # the consumer, heartbeats, control commands
 
 
