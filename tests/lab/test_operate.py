@@ -206,3 +206,33 @@ def test_the_endpoint_probe_tells_a_slow_endpoint_from_a_busy_one(lab, deployed)
     finally:
         lab.ssh("cpu-small", "systemctl stop fleet-test-single-slot")
     assert "32/32 ok" in out and "below the 8 this worker runs at once" in out, out
+
+
+SCALED_OUT = """
+import os
+from celery_fleet.lab import Lab
+from celery_fleet.lab.inventory import inventory_groups
+
+_groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
+brokers = _groups["brokers"]
+embedding_workers = _groups["embedding_workers"] + _groups["brokers"]  # one host more
+llm_workers = _groups["llm_workers"]
+"""
+
+
+def test_scaling_out_is_adding_a_host_to_a_group_and_deploying(lab, deployed, tmp_path):
+    inventory = tmp_path / "scaled_out.py"
+    inventory.write_text(SCALED_OUT)
+    try:
+        deploy(lab, str(inventory))
+        report = json.loads(fleet_status(lab, str(inventory), "--json").stdout)
+        assert report["differences"] == []
+        assert {q["queue"]: q["consumers"] for q in report["queues"]}["embeddings"] == 4
+        broker = {r["unit"]: r for h in report["hosts"] if h["name"] == "broker"
+                  for r in h["units"]}
+        assert broker["celery-embedding-worker@1.service"]["runs"] == "gevent x16"  # 8 GB
+    finally:
+        deploy(lab)  # the broker leaves the group: its worker is retired
+    report = json.loads(fleet_status(lab, "inventory/lab.py", "--json").stdout)
+    assert report["differences"] == []  # no worker left behind on the broker
+    assert {q["queue"]: q["consumers"] for q in report["queues"]}["embeddings"] == 3
