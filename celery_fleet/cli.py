@@ -31,8 +31,13 @@ def _print_plans(plans, as_json: bool) -> None:
 
 def plan_command(args) -> int:
     if args.inventory:
+        from .fleet import FleetError
         from .inventory_facts import plan_from_inventory  # imports pyinfra: only when needed
-        _print_plans(plan_from_inventory(args.inventory), args.json)
+        try:
+            _print_plans(plan_from_inventory(args.inventory), args.json)
+        except FleetError as error:
+            print(f"fleet: {error}", file=sys.stderr)
+            return 2
         return 0
     if args.ram_mb is None or args.cores is None:
         raise SettingsError("(command line)", "--ram-mb/--cores", None,
@@ -59,10 +64,14 @@ def status_command(args) -> int:
     from .status_probe import run  # imports pyinfra: only when needed
     if args.watch is not None and args.watch < 1:
         raise SettingsError("(command line)", "--watch", args.watch, "a number of seconds >= 1")
+    from .fleet import FleetError
     try:
         return run(args.inventory, args.json, args.watch)
     except KeyboardInterrupt:  # the way out of --watch
         return 0
+    except FleetError as error:
+        print(f"fleet: {error}", file=sys.stderr)
+        return 2
 
 
 def _lab(args) -> Lab:

@@ -236,3 +236,11 @@ def test_scaling_out_is_adding_a_host_to_a_group_and_deploying(lab, deployed, tm
     report = json.loads(fleet_status(lab, "inventory/lab.py", "--json").stdout)
     assert report["differences"] == []  # no worker left behind on the broker
     assert {q["queue"]: q["consumers"] for q in report["queues"]}["embeddings"] == 3
+
+
+def test_fleet_status_refuses_a_bad_inventory_in_one_clear_line(lab, deployed, tmp_path):
+    inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": -1}})
+    result = fleet_status(lab, inventory)
+    assert result.returncode == 2
+    assert ("host 'cpu-small': embedding_concurrency=-1 is not accepted: a whole number >= 1"
+            in result.stderr)
