@@ -100,8 +100,10 @@ class FleetProbe:
         with ctx_state.use(self.state):
             results = Pool(PARALLEL_HOSTS).map(read_one, hosts)
         fleet = next((f for _, f in results if f), {})
-        if fleet_host is None:
-            fleet = {"fleet_problem": "no worker host answered: the broker was not asked"}
+        if not fleet:
+            fleet = {"fleet_problem": f"the broker was not asked: {fleet_host} could not run "
+                                      "the status command" if fleet_host else
+                                      "no worker host in the plan: the broker was not asked"}
         return [reading for reading, _ in results], fleet
 
 
