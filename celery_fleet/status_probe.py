@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import time
+import signal
 from datetime import datetime, timezone
 
+import gevent
+from gevent.event import Event
 from gevent.pool import Pool
 from pyinfra.api import Config, State, StringCommand
 from pyinfra.api.connect import connect_all
@@ -110,6 +112,10 @@ class FleetProbe:
 def run(inventory_path: str, as_json: bool, watch_s: float | None, out=print) -> int:
     probe = FleetProbe(inventory_path)
     previous = None
+    # Ctrl-C ends --watch between two readings; pyinfra runs on gevent, whose hub would print
+    # a KeyboardInterrupt raised while it sleeps
+    stop = Event()
+    gevent.signal_handler(signal.SIGINT, stop.set)
     while True:
         readings, fleet = probe.read()
         report = status.build(readings, fleet, previous)
@@ -121,6 +127,7 @@ def run(inventory_path: str, as_json: bool, watch_s: float | None, out=print) ->
         if watch_s is None:
             return 1 if report["differences"] else 0
         previous = previous or report  # memory change since the first reading
-        time.sleep(watch_s)
+        if stop.wait(watch_s):
+            return 0
         if not as_json:
             out("")

@@ -2,6 +2,7 @@
 
     pyinfra inventory/production.py deploy.py
     fleet plan inventory/production.py      # the plan of every host, from its real facts
+    fleet status inventory/production.py    # what runs, against the plan
 
 Groups: brokers (exactly one: the Redis broker), embedding_workers, llm_workers. A host may be
 in several groups. Host data overrides the defaults (README, "Settings") and what is detected:
@@ -29,7 +30,10 @@ _workers = {
 }
 
 brokers = [
-    ("redis-1.internal", {**_ssh, "private_address": "10.20.0.10"}),
+    # Flower beside Redis: the fleet and the operators' VPN may open it (login in
+    # .fleet-secrets/redis-1.internal.flower_password); Prometheus scrapes /metrics
+    ("redis-1.internal", {**_ssh, "private_address": "10.20.0.10", "flower": True,
+                          "flower_allowed_networks": ["10.99.0.0/24"]}),
 ]
 
 embedding_workers = [

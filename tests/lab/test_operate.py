@@ -83,6 +83,14 @@ def test_fleet_status_shows_the_fleet_running_as_planned(lab, deployed):
     assert [g["memory_total_mb"] for g in gpu_box["gpus"]] == [24576]
     text = fleet_status(lab).stdout
     assert "everything runs as planned" in text and "gevent x32   plan gevent x32" in text
+    # --watch reads again and again (Ctrl-C stops it), with each worker's memory change
+    watch = subprocess.run(["timeout", "--preserve-status", "-s", "INT", "20", sys.executable,
+                            "-m", "celery_fleet.cli", "status", "inventory/lab.py", "--watch",
+                            "1"],
+                           cwd=ROOT, env=lab.env(), capture_output=True, text=True)
+    assert watch.returncode == 0 and watch.stderr == "", watch.stderr
+    assert watch.stdout.count("celery-fleet status, ") >= 2
+    assert "MB of 4096 MB (+" in watch.stdout or "MB of 4096 MB (-" in watch.stdout
 
 
 def test_fleet_status_marks_what_differs_from_the_plan(lab, deployed, tmp_path):
