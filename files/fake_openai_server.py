@@ -154,6 +154,10 @@ class Backend:
 def make_handler(backend: Backend):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connections
+        # headers and body leave in two writes: with Nagle's algorithm the body waited for the
+        # client's delayed ACK of the headers, ~40 ms added to every answer (measured: 96 ms
+        # for a 50 ms latency)
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):  # quiet: thousands of requests per second
             pass
