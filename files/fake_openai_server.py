@@ -24,6 +24,8 @@ import hashlib
 import json
 import math
 import os
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -228,9 +230,17 @@ def main(argv=None) -> None:
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--dimensions", type=int, default=DEFAULT_DIMENSIONS)
     args = parser.parse_args(argv)
-    server = Server((args.host, args.port), make_handler(Backend(args)))
+    backend = Backend(args)
+    server = Server((args.host, args.port), make_handler(backend))
     print(f"fake OpenAI API on http://{args.host}:{server.server_address[1]}/v1", flush=True)
-    server.serve_forever()
+    # SIGTERM ends it cleanly: without this the completion pool's processes outlived it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        if backend.pool:
+            backend.pool.shutdown(wait=True, cancel_futures=True)
 
 
 if __name__ == "__main__":

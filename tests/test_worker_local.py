@@ -66,6 +66,26 @@ def test_capacity_makes_requests_wait_their_turn():
         assert harness.backend_call(api, "/admin/stats")["max_in_flight"] == 1
 
 
+def test_the_fake_api_leaves_no_process_behind():
+    """Its completion pool's processes outlived it once (16 after a bench run)."""
+    import urllib.request
+
+    import psutil
+
+    me = psutil.Process()
+    with harness.fake_backend(completion_cpu_ms=100, cpu_workers=2) as api:
+        urllib.request.urlopen(urllib.request.Request(
+            api + "/completions", data=b'{"prompt": "p"}',
+            headers={"Content-Type": "application/json"}), timeout=30).read()
+        (server,) = [c for c in me.children() if "fake_openai_server" in " ".join(c.cmdline())]
+        pool = server.children(recursive=True)
+        assert pool  # the completions ran in its process pool
+    _, alive = psutil.wait_procs(pool, timeout=10)
+    for process in alive:  # do not leave them behind when this fails
+        process.kill()
+    assert alive == []
+
+
 def test_the_fleet_rate_limit_spaces_calls_across_processes(broker):
     import redis
 
