@@ -81,6 +81,8 @@ def build(readings: list[HostReading], fleet: dict, previous: dict | None = None
             continue
         if reading.problem:
             differences.append(f"{reading.name}: {reading.problem}")
+            if not reading.units:  # nothing was read: no unit is known to be down
+                continue
         workers = {w["unit"]: w for w in render.planned_workers(reading.plan)} \
             if reading.plan else {}
         for unit in expected_units(reading) + sorted(

@@ -96,7 +96,11 @@ class FleetProbe:
             if host.name not in self.planned:
                 return status.HostReading(host.name, roles_of(host), None, reachable=False), {}
             _, settings, plan = self.planned[host.name]
-            return _read_host(host, plan, settings, host.name == fleet_host)
+            try:
+                return _read_host(host, plan, settings, host.name == fleet_host)
+            except Exception as error:  # the host went away during --watch: say so, go on
+                return status.HostReading(host.name, roles_of(host), plan,
+                                          problem=f"cannot be read: {error}"[:300]), {}
 
         hosts = [h for h in self.inventory if roles_of(h)]
         with ctx_state.use(self.state):

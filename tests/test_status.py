@@ -100,6 +100,13 @@ def test_an_unreachable_host_and_an_unreachable_broker_are_differences():
     assert "unreachable" in status.format_report(report, "now")
 
 
+def test_a_host_that_could_not_be_read_is_one_difference_not_a_list_of_dead_units():
+    host = worker_host(units={}, memory={})
+    host.problem = "cannot be read: SSH connection lost"
+    report = status.build([host], fleet_of("w1"))
+    assert report["differences"] == ["w1: cannot be read: SSH connection lost"]
+
+
 def test_a_gpu_host_shows_its_gpus_and_a_gpu_that_disappeared():
     gpu = {"index": 0, "util_pct": 37, "memory_used_mb": 20100, "memory_total_mb": 24576,
            "processes": []}
