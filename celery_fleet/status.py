@@ -96,8 +96,11 @@ def build(readings: list[HostReading], fleet: dict, previous: dict | None = None
         if reading.gpu_problem and reading.plan and reading.plan.llm \
                 and reading.plan.llm.device == "gpu":
             differences.append(f"{reading.name}: GPUs cannot be read: {reading.gpu_problem}")
+    # a host not read may run any of the workers that answer: stray ones are named only when
+    # every host was read
+    every_host_read = all(r.reachable and (r.units or not r.problem) for r in readings)
     for node in sorted(set(workers_seen or {}) - planned_nodes):
-        if any(r.reachable for r in readings):
+        if every_host_read:
             differences.append(f"worker {node} answers but is in no host's plan (a host left "
                                "out of the inventory still runs it)")
     queues = _queues(fleet, differences)
