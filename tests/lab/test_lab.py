@@ -122,11 +122,14 @@ def _lab_python(*args):
 
 def test_down_leaves_nothing_behind_and_spares_other_labs(lab, tmp_path):
     other = Lab("tdown", subnet="10.77.2.0/24", say=lambda _: None)
+    other.down()  # what a run that failed half-way may have left (a CI run did)
     before = machine_footprint(other.dir)
     survivors = {n: cgroup_pids(lab.instance, n) for n in lab.names}
-    other.up(parse_hosts("solo:ram=1G,cores=1 duo:ram=2G,cores=2"))
-    assert machine_footprint(other.dir) != before  # the check below can fail
-    other.down()
+    try:
+        other.up(parse_hosts("solo:ram=1G,cores=1 duo:ram=2G,cores=2"))
+        assert machine_footprint(other.dir) != before  # the check below can fail
+    finally:
+        other.down()
     assert machine_footprint(other.dir) == before
     for name, pids in survivors.items():  # the session's lab was not touched
         assert nspawn_pid(lab.instance, name) in pids
@@ -134,7 +137,15 @@ def test_down_leaves_nothing_behind_and_spares_other_labs(lab, tmp_path):
 
 def test_down_cleans_up_after_a_crashed_up(lab):
     crash = Lab("tcrash", subnet="10.77.3.0/24", say=lambda _: None)
+    crash.down()  # what a run that failed half-way may have left
     before = machine_footprint(crash.dir)
+    try:
+        _crash_up_then_down(crash, before)
+    finally:
+        crash.down()  # a no-op when the test passed
+
+
+def _crash_up_then_down(crash: Lab, before: dict) -> None:
     up = subprocess.Popen(_lab_python("--instance", "tcrash", "up", "--subnet", "10.77.3.0/24",
                                       "--hosts", "c1:ram=1G,cores=1 c2:ram=1G,cores=1"),
                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
