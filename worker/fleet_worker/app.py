@@ -5,6 +5,7 @@ from celery import Celery
 from .config import from_environ
 
 RESTORE_SWEEP_S = 10
+RESTORE_LOCK_S = 30
 
 config = from_environ()
 
@@ -30,6 +31,11 @@ app.conf.update(
         # after its visibility ran out, not 100 s (tests/lab/test_recovery.py).
         "unacked_restore_interval": RESTORE_SWEEP_S,
         "unacked_restore_throttle": 1,
+        # Sweeping takes a Redis lock that expires after 300 s by default: a worker killed
+        # while holding it (more likely now that every worker sweeps every 10 s) stops every
+        # restore for 5 minutes (likely why one CI run waited over 300 s for a task after a
+        # kill -9). A sweep takes milliseconds; 30 s is still far more than it needs.
+        "unacked_mutex_expire": RESTORE_LOCK_S,
     },
     result_backend_transport_options={"visibility_timeout": config.visibility_timeout_s},
     redis_max_connections=config.redis_connections,
