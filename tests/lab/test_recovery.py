@@ -105,7 +105,7 @@ def test_kill_9_of_workers_loses_no_task_they_had_taken(lab, short_limits, capsy
     """Every task completes, but at most one: kombu's Redis transport takes a message with
     BRPOP and records it as unacknowledged a moment later; a worker killed in between (under
     load it fetches all the time) loses the message its last BRPOP popped. That is the likely
-    cause of one task missing in 2 of ~8 runs. The LLM worker, killed mid-generation with its
+    cause of one task missing in 3 of 9 runs. The LLM worker, killed mid-generation with its
     prefetch window full, is not fetching: every generation must complete."""
     embeddings, generations = 600, 6
     killed = [("gpu-box", "celery-embedding-worker@1.service"),
