@@ -9,13 +9,14 @@ host is changed.
 from pyinfra import host, inventory, logger, state
 
 from celery_fleet.fleet import fleet_plans
+from celery_fleet.layout import EMBEDDING_PREFIX, LLM_PREFIX
 from celery_fleet.planview import plan_summary
 from roles.embedding_worker import embedding_worker
 from roles.fake_backend import fake_backend
 from roles.flower import flower, retire_flower
 from roles.llm_worker import llm_worker
 from roles.redis_broker import redis_broker
-from roles.units import EMBEDDING_PREFIX, LLM_PREFIX, retire_worker
+from roles.units import retire_worker
 from roles.worker_base import worker_base
 from roles.worker_check import check_workers
 
@@ -27,7 +28,7 @@ if this_host is not None:
         logger.warning(f"    [{host.name}] {warning}")
     changes = []
     if "broker" in this_host.roles:
-        changes += redis_broker(this_host, list(this_host.fleet_addresses))
+        changes += redis_broker(this_host)
     if "broker" in this_host.roles and this_host.settings["flower"]:
         flower(this_host)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyinfra.api import FactBase
 
 from .gpu import GPU_FACT_COMMAND, parse_gpu_fact
+from .layout import UNIT_DIR, WORKER_UNIT_GLOB
 
 
 class NvidiaGpus(FactBase):
@@ -20,9 +21,9 @@ class NvidiaGpus(FactBase):
 
 # Fleet worker units of a host: loaded ones, and enabled ones that may be stopped.
 WORKER_UNITS_COMMAND = (
-    "systemctl list-units --all --plain --no-legend 'celery-*-worker@*.service' 2>/dev/null "
+    f"systemctl list-units --all --plain --no-legend '{WORKER_UNIT_GLOB}' 2>/dev/null "
     "| awk '{print $1}'; "
-    "ls /etc/systemd/system/multi-user.target.wants/ 2>/dev/null | grep '^celery-.*-worker@' "
+    f"ls {UNIT_DIR}/multi-user.target.wants/ 2>/dev/null | grep '^celery-.*-worker@' "
     "|| true"
 )
 

@@ -1,32 +1,21 @@
-"""What each rendered file says: template variables computed from a host's plan (pure).
+"""What each rendered file says: template variables computed from a planned host (pure).
 
-One function per template; the templates only substitute these values and wrap optional
-lines in `{% if %}`. `render()` is what the tests use to render a file without pyinfra.
+One function per template, each taking the PlannedHost (celery_fleet/fleetplan.py); the
+templates only substitute these values and wrap optional lines in `{% if %}`. Names and paths
+come from celery_fleet/layout.py. `render()` is what the tests use to render a file without
+pyinfra.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import jinja2
 
-from .fleet import HostDeploy, env_quote
-from .sizing import (EMBEDDING_PREFETCH_MULTIPLIER, HostPlan, memory_high_mb,
-                     memory_recycle_mb)
+from . import layout
+from .fleetplan import PlannedHost
+from .sizing import EMBEDDING_PREFETCH_MULTIPLIER, memory_high_mb, memory_recycle_mb
 
-# Exit status with which the worker app asks to be restarted: its memory watch's warm restart
-# (fleet_worker.memory.EXIT_RECYCLE). The units restart on it (RestartForceExitStatus=).
-EXIT_RECYCLE = 75
-
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-TEMPLATES_DIR = PROJECT_DIR / "templates"
-FILES_DIR = PROJECT_DIR / "files"
-
-CONFIG_DIR = "/etc/celery-fleet"
-UNIT_DIR = "/etc/systemd/system"
-ENV_EXEC = "/usr/local/lib/celery-fleet/env-exec"
-EMBEDDING_UNIT = "celery-embedding-worker@.service"
-LLM_UNIT = "celery-llm-worker@.service"
 # Inside the lab (and containers without CAP_SYS_RESOURCE) systemd clamps LimitNOFILE above
 # ~20000 silently (LAB.md); a gevent worker needs one socket per task in flight plus Redis's.
 OPEN_FILES = 16384
@@ -36,118 +25,104 @@ STOP_MARGIN_S = 60
 # The fleet-wide token bucket hands out one request at a time, evenly spaced: bursts are what
 # an API's own bucket answers with 429s.
 EMBEDDING_RATE_BURST = 1
-# Installed in every worker virtualenv, whatever application the inventory names.
-WORKER_BASE_REQUIREMENTS = ("celery[redis]==5.7.0", "gevent==26.9.0")
-
-# Celery's pool implementation (celery inspect stats) -> the pool name the plan uses
-POOL_IMPLEMENTATIONS = {
-    "celery.concurrency.gevent:TaskPool": "gevent",
-    "celery.concurrency.thread:TaskPool": "threads",
-    "celery.concurrency.prefork:TaskPool": "prefork",
-    "celery.concurrency.solo:TaskPool": "solo",
-}
+# The LLM worker takes one message per task slot: a generation runs for seconds to minutes,
+# and a message held back in one worker's window waits while another worker is idle.
+LLM_PREFETCH_MULTIPLIER = 1
 
 
-def embedding_unit_name(instance: str) -> str:
-    return f"celery-embedding-worker@{instance}.service"
+def env_quote(value) -> str:
+    """A value for a .env file that systemd's EnvironmentFile= and env-exec read alike."""
+    return json.dumps(str(value))
 
 
-def llm_unit_name(instance: str) -> str:
-    return f"celery-llm-worker@{instance}.service"
+def redis_firewall(h: PlannedHost) -> dict:
+    s = h.settings
+    fleet = set(h.fleet_addresses) | {"127.0.0.1"}
+    return {"table": layout.FIREWALL_TABLE, "port": s["redis_port"],
+            "allowed": ", ".join(sorted(fleet)),
+            "flower_port": s["flower_port"] if s["flower"] else None,
+            "flower_allowed": ", ".join(sorted(fleet | set(s["flower_allowed_networks"])))}
 
 
-# Commands neither Celery, kombu nor the application send, that wipe, reconfigure, stop or
-# spy on the broker (MONITOR shows every command, passwords included): renamed to nothing.
-REDIS_DISABLED_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "SHUTDOWN", "MODULE",
-                           "KEYS", "MONITOR", "REPLICAOF", "SLAVEOF", "MIGRATE", "SWAPDB")
-FIREWALL_UNIT = "celery-fleet-redis-firewall.service"
-FIREWALL_RULES = f"{CONFIG_DIR}/redis-firewall.nft"
+def firewall_unit() -> dict:
+    return {"rules": layout.FIREWALL_RULES, "table": layout.FIREWALL_TABLE,
+            "redis_unit": layout.REDIS_UNIT}
 
 
-def redis_firewall(d: HostDeploy, fleet_addresses: list[str]) -> dict:
-    fleet = set(fleet_addresses) | {"127.0.0.1"}
-    return {"port": d.settings["redis_port"], "allowed": ", ".join(sorted(fleet)),
-            "flower_port": d.settings["flower_port"] if d.settings["flower"] else None,
-            "flower_allowed": ", ".join(sorted(fleet | set(d.settings["flower_allowed_networks"])))}
+def flower_unit(h: PlannedHost) -> dict:
+    return {"venv": layout.flower_venv(h.settings["install_dir"]),
+            "address": h.private_address, "port": h.settings["flower_port"],
+            "env_file": layout.FLOWER_ENV, "redis_unit": layout.REDIS_UNIT}
 
 
-# Flower, on the broker host when the inventory says `flower: true`
-FLOWER_UNIT = "celery-fleet-flower.service"
-FLOWER_ENV = f"{CONFIG_DIR}/flower.env"
-# kombu's redis extra spelled out: pyinfra's pip.packages compares names, so "celery[redis]"
-# counts as installed once flower brought celery, and the extra never comes
-FLOWER_REQUIREMENTS = ("flower==2.2.0", "celery==5.7.0", "redis>=6.4.0,<9",
-                       "packaging==26.3")
-
-
-def flower_venv(d: HostDeploy) -> str:
-    return f"{d.settings['install_dir']}/flower-venv"
-
-
-def flower_unit(d: HostDeploy) -> dict:
-    return {"venv": flower_venv(d), "address": d.private_address,
-            "port": d.settings["flower_port"], "env_file": FLOWER_ENV}
-
-
-def flower_env(d: HostDeploy) -> dict:
+def flower_env(h: PlannedHost) -> dict:
     # secrets in the environment, never on the command line (`ps` shows it to every user)
-    return {"broker_url": env_quote(d.broker_url), "basic_auth": env_quote(d.flower_auth)}
+    return {"broker_url": env_quote(h.broker_url), "basic_auth": env_quote(h.flower_auth)}
 
 
-def redis_conf(d: HostDeploy, bind_address: str) -> dict:
-    password = d.broker_url.split(":", 2)[2].split("@", 1)[0]
+def redis_conf(h: PlannedHost) -> dict:
+    redis = h.plan.redis
     return {
-        "bind_addresses": " ".join(dict.fromkeys(["127.0.0.1", bind_address])),
-        "port": d.settings["redis_port"],
-        "password": password,
-        "maxmemory_mb": d.plan.redis.maxmemory_mb,
-        "maxmemory_policy": d.plan.redis.maxmemory_policy,
-        "maxmemory_reason": d.plan.redis.reasons[0],
-        "disabled_commands": "\n".join(f'rename-command {c} ""' for c in REDIS_DISABLED_COMMANDS),
+        "bind_addresses": " ".join(dict.fromkeys(["127.0.0.1", h.private_address])),
+        "port": h.settings["redis_port"],
+        "password": h.broker.password,
+        "maxmemory_mb": redis.maxmemory_mb,
+        "maxmemory_policy": redis.maxmemory_policy,
+        "maxmemory_reason": redis.reasons[0],
+        "disabled_commands": "\n".join(f'rename-command {c} ""'
+                                       for c in layout.REDIS_DISABLED_COMMANDS),
     }
 
 
-def _common(d: HostDeploy, time_limit_s: int, memory_max_mb: int, pool: str,
+def _common(h: PlannedHost, time_limit_s: int, memory_max_mb: int, pool: str,
             concurrency: int) -> dict:
     recycle = memory_recycle_mb(memory_max_mb)
     return {
-        "service_user": d.settings["service_user"],
-        "install_dir": d.settings["install_dir"],
-        "config_dir": CONFIG_DIR,
-        "app_module": d.settings["worker_app_module"],
+        "service_user": h.settings["service_user"],
+        "install_dir": h.settings["install_dir"],
+        "venv": layout.worker_venv(h.settings["install_dir"]),
+        "app_module": h.settings["worker_app_module"],
         "timeout_stop_s": time_limit_s + STOP_MARGIN_S,
         "memory_max_mb": memory_max_mb,
         "memory_high_mb": memory_high_mb(memory_max_mb),
-        "exit_recycle": EXIT_RECYCLE,
+        "exit_recycle": layout.EXIT_RECYCLE,
         # prefork: Celery replaces a child above its share after the child's task
         "max_memory_per_child_kb": recycle * 1024 // concurrency if pool == "prefork" else 0,
     }
 
 
-def memory_env(memory_max_mb: int) -> dict:
-    return {"memory_recycle_mb": env_quote(memory_recycle_mb(memory_max_mb))}
+def _worker_env(h: PlannedHost, role: str, pool: str, prefetch_multiplier: int,
+                time_limit_s: int, memory_max_mb: int) -> dict:
+    """What every worker's .env file carries: the broker, the plan, the limits."""
+    return {
+        "role": env_quote(role),
+        "broker_url": env_quote(h.broker_url),
+        "pool": env_quote(pool),
+        "prefetch_multiplier": env_quote(prefetch_multiplier),
+        "task_time_limit_s": env_quote(time_limit_s),
+        "visibility_timeout_s": env_quote(h.visibility_timeout_s),
+        "memory_recycle_mb": env_quote(memory_recycle_mb(memory_max_mb)),
+        "task_events": env_quote(int(h.task_events)),
+    }
 
 
-def embedding_unit(d: HostDeploy) -> dict:
-    plan = d.plan.embedding
-    return dict(_common(d, d.settings["embedding_task_time_limit_s"], plan.memory_max_mb,
+def embedding_unit(h: PlannedHost) -> dict:
+    plan = h.plan.embedding
+    return dict(_common(h, h.settings["embedding_task_time_limit_s"], plan.memory_max_mb,
                         plan.pool, plan.concurrency),
+                env_file=layout.EMBEDDING_ENV, queues=layout.EMBEDDING_QUEUE,
+                node_name=layout.unit_node_name(layout.EMBEDDING_NODE),
                 pool=plan.pool, concurrency=plan.concurrency, processes=plan.processes,
                 max_tasks_per_child=plan.max_tasks_per_child,
                 recycle_children=plan.pool == "prefork", open_files=OPEN_FILES)
 
 
-def embedding_env(d: HostDeploy) -> dict:
-    plan, s = d.plan.embedding, d.settings
+def embedding_env(h: PlannedHost) -> dict:
+    plan, s = h.plan.embedding, h.settings
     return {
-        **memory_env(plan.memory_max_mb),
-        "broker_url": env_quote(d.broker_url),
-        "pool": env_quote(plan.pool),
+        **_worker_env(h, "embedding", plan.pool, EMBEDDING_PREFETCH_MULTIPLIER,
+                      s["embedding_task_time_limit_s"], plan.memory_max_mb),
         "concurrency": env_quote(plan.concurrency),
-        "prefetch_multiplier": env_quote(EMBEDDING_PREFETCH_MULTIPLIER),
-        "task_events": env_quote(int(d.task_events)),
-        "task_time_limit_s": env_quote(s["embedding_task_time_limit_s"]),
-        "visibility_timeout_s": env_quote(d.visibility_timeout_s),
         "api_url": env_quote(s["embedding_api_url"]),
         "model": env_quote(s["embedding_model"]),
         "api_key": env_quote(s["embedding_api_key"]),
@@ -157,76 +132,47 @@ def embedding_env(d: HostDeploy) -> dict:
     }
 
 
-def llm_unit(d: HostDeploy) -> dict:
-    plan = d.plan.llm
+def llm_unit(h: PlannedHost) -> dict:
+    plan = h.plan.llm
     # one unit template for every instance: prefork runs on CPU only, with one instance
-    return dict(_common(d, d.settings["llm_task_time_limit_s"], plan.memory_max_mb, plan.pool,
-                        plan.concurrency), device=plan.device, pool=plan.pool)
+    return dict(_common(h, h.settings["llm_task_time_limit_s"], plan.memory_max_mb, plan.pool,
+                        plan.concurrency),
+                env_file=layout.LLM_ENV, instance_env_file=layout.llm_instance_env("%i"),
+                queues=layout.LLM_QUEUE, node_name=layout.unit_node_name(layout.LLM_NODE),
+                prefetch_multiplier=LLM_PREFETCH_MULTIPLIER, device=plan.device, pool=plan.pool)
+
+
+def llm_env(h: PlannedHost) -> dict:
+    plan, s = h.plan.llm, h.settings
+    return {
+        **_worker_env(h, "llm", plan.pool, LLM_PREFETCH_MULTIPLIER, s["llm_task_time_limit_s"],
+                      plan.memory_max_mb),
+        "api_url": env_quote(s["llm_api_url"]),
+        "model": env_quote(s["llm_model"]),
+    }
+
+
+def llm_instance_env(instance) -> dict:
+    """instance: one LlmInstance of the plan."""
+    return {"instance": instance.name, "concurrency": env_quote(instance.concurrency),
+            "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index}
 
 
 def hardening(unit: str, gpu: bool) -> dict:
     return {"unit": unit, "gpu": gpu}
 
 
-def dropin_dir(unit_template: str) -> str:
-    return f"{UNIT_DIR}/{unit_template}.d"
+def fake_openai_unit(h: PlannedHost) -> dict:
+    return {"script": layout.FAKE_OPENAI_SCRIPT, "port": layout.FAKE_OPENAI_PORT,
+            "latency_ms": h.settings["fake_openai_latency_ms"],
+            "completion_cpu_ms": h.settings["fake_openai_completion_cpu_ms"]}
 
 
-def llm_env(d: HostDeploy) -> dict:
-    s = d.settings
-    return {
-        **memory_env(d.plan.llm.memory_max_mb),
-        "broker_url": env_quote(d.broker_url),
-        "pool": env_quote(d.plan.llm.pool),
-        "task_events": env_quote(int(d.task_events)),
-        "task_time_limit_s": env_quote(s["llm_task_time_limit_s"]),
-        "visibility_timeout_s": env_quote(d.visibility_timeout_s),
-        "api_url": env_quote(s["llm_api_url"]),
-        "model": env_quote(s["llm_model"]),
-    }
-
-
-def llm_instance_env(d: HostDeploy, instance_name: str) -> dict:
-    instance = next(i for i in d.plan.llm.instances if i.name == instance_name)
-    return {"instance": instance.name, "concurrency": env_quote(instance.concurrency),
-            "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index}
-
-
-FAKE_OPENAI_UNIT = "celery-fleet-fake-openai.service"
-FAKE_OPENAI_SCRIPT = "/usr/local/lib/celery-fleet/fake-openai-server"
-FAKE_OPENAI_PORT = 8080
-
-
-def fake_openai_unit(d: HostDeploy) -> dict:
-    return {"script": FAKE_OPENAI_SCRIPT, "port": FAKE_OPENAI_PORT,
-            "latency_ms": d.settings["fake_openai_latency_ms"],
-            "completion_cpu_ms": d.settings["fake_openai_completion_cpu_ms"]}
-
-
-def planned_workers(plan: HostPlan) -> list[dict]:
-    """Each worker process the plan runs: its unit, Celery node name (before @hostname), the
-    pool and concurrency it must report, and its memory ceiling."""
-    workers = []
-    if plan.embedding:
-        for instance in plan.embedding.instances:
-            workers.append({"unit": embedding_unit_name(instance),
-                            "node_prefix": f"embedding-{instance}@",
-                            "env_file": f"{CONFIG_DIR}/embedding-worker.env",
-                            "pool": plan.embedding.pool,
-                            "concurrency": plan.embedding.concurrency,
-                            "memory_max_mb": plan.embedding.memory_max_mb})
-    if plan.llm:
-        for instance in plan.llm.instances:
-            workers.append({"unit": llm_unit_name(instance.name),
-                            "node_prefix": f"llm-{instance.name}@",
-                            "env_file": f"{CONFIG_DIR}/llm-worker.env",
-                            "pool": plan.llm.pool, "concurrency": instance.concurrency,
-                            "memory_max_mb": plan.llm.memory_max_mb,
-                            "gpu_index": instance.gpu_index})
-    return workers
+def pip_conf(h: PlannedHost) -> dict:
+    return {"index_url": h.settings["pip_index_url"]}
 
 
 def render(template: str, variables: dict) -> str:
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(layout.TEMPLATES_DIR),
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return environment.get_template(template).render(**variables)

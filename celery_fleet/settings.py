@@ -35,7 +35,6 @@ class Setting:
     accepted: str  # what a user reads when their value is refused
     check: Callable[[Any], bool]  # True when a value (already not None) is accepted
     doc: str
-    group: str  # facts, embedding, llm, redis, monitoring, deploy
 
 
 def _int_at_least(minimum: int) -> Callable[[Any], bool]:
@@ -84,117 +83,107 @@ def _path_list(v: Any) -> bool:
 _SETTINGS = [
     # -- facts: detected on each host; set them to override detection or to preview a plan --
     Setting("ram_mb", None, "a whole number of MB >= 512", _int_at_least(512),
-            "RAM of the host in MB (detected: pyinfra hardware.Memory)", "facts"),
+            "RAM of the host in MB (detected: pyinfra hardware.Memory)"),
     Setting("cores", None, "a whole number >= 1", _int_at_least(1),
-            "CPU cores of the host (detected: pyinfra hardware.Cpus)", "facts"),
+            "CPU cores of the host (detected: pyinfra hardware.Cpus)"),
     Setting("gpus", None, "a list of VRAM sizes in MB (each >= 1024), [] for none",
-            _vram_list, "VRAM of each NVIDIA GPU in MB (detected: nvidia-smi)", "facts"),
+            _vram_list, "VRAM of each NVIDIA GPU in MB (detected: nvidia-smi)"),
     # -- embedding worker --
     Setting("embedding_pool", "gevent", f"one of {', '.join(EMBEDDING_POOLS)}",
             _one_of(*EMBEDDING_POOLS),
-            "Celery pool of the embedding worker (I/O-bound: gevent or threads)", "embedding"),
+            "Celery pool of the embedding worker (I/O-bound: gevent or threads)"),
     Setting("embedding_concurrency", None, "a whole number >= 1", _int_at_least(1),
             "tasks in flight per worker process (default: by RAM tier, capped by the rate "
-            "limit)",
-            "embedding"),
+            "limit)"),
     Setting("embedding_processes", None, "a whole number >= 1", _int_at_least(1),
             "embedding worker processes (default: as many as the CPU per task needs, at most "
-            "one per core)",
-            "embedding"),
+            "one per core)"),
     Setting("embedding_rate_limit_per_min", None, "a number of requests per minute > 0",
             _number_above_zero,
-            "the embeddings API's rate limit, shared by every embedding host", "embedding"),
+            "the embeddings API's rate limit, shared by every embedding host"),
     Setting("embedding_latency_ms", None, "a number of milliseconds > 0", _number_above_zero,
-            "end-to-end time of one embedding request; with the rate limit it caps concurrency",
-            "embedding"),
+            "end-to-end time of one embedding request; with the rate limit it caps concurrency"),
     Setting("embedding_memory_max_mb", None, "a whole number of MB >= 256", _int_at_least(256),
-            "MemoryMax= of each embedding worker process (default: RAM tier / processes)",
-            "embedding"),
+            "MemoryMax= of each embedding worker process (default: RAM tier / processes)"),
     Setting("embedding_max_tasks_per_child", 100, "a whole number >= 1", _int_at_least(1),
-            "recycle a pool child after this many tasks (prefork only)", "embedding"),
+            "recycle a pool child after this many tasks (prefork only)"),
     Setting("embedding_api_url", "", "an http(s) URL such as http://10.0.0.5:8000/v1", _url,
-            "OpenAI-compatible API base URL the embed task calls", "embedding"),
+            "OpenAI-compatible API base URL the embed task calls"),
     Setting("embedding_model", "text-embedding-3-small", "a model name", _text,
-            "model name sent to the embeddings API", "embedding"),
+            "model name sent to the embeddings API"),
     Setting("embedding_api_key", "", "a string (kept in the 0600 .env file only)", _text,
-            "API key for the embeddings API; never printed", "embedding"),
+            "API key for the embeddings API; never printed"),
     # -- LLM worker --
     Setting("llm_pool", None, f"on CPU one of {', '.join(LLM_CPU_POOLS)}; on GPU one of "
             f"{', '.join(LLM_GPU_POOLS)}", _one_of(*set(LLM_CPU_POOLS + LLM_GPU_POOLS)),
-            "Celery pool of the LLM worker (default: prefork on CPU, threads on GPU)", "llm"),
+            "Celery pool of the LLM worker (default: prefork on CPU, threads on GPU)"),
     Setting("llm_concurrency", None, "a whole number >= 1", _int_at_least(1),
-            "tasks at once per LLM worker instance (default: 1 on CPU, 2-4 by VRAM on GPU)",
-            "llm"),
+            "tasks at once per LLM worker instance (default: 1 on CPU, 2-4 by VRAM on GPU)"),
     Setting("llm_threads", None, "a whole number >= 1", _int_at_least(1),
-            "inference threads per task (default: cores / concurrency)", "llm"),
+            "inference threads per task (default: cores / concurrency)"),
     Setting("llm_model_vram_mb", 8192, "a whole number of MB >= 256", _int_at_least(256),
-            "VRAM the model's weights take on one GPU", "llm"),
+            "VRAM the model's weights take on one GPU"),
     Setting("llm_kv_cache_per_task_mb", 2048, "a whole number of MB >= 64", _int_at_least(64),
-            "VRAM one concurrent generation needs beside the weights (KV cache)", "llm"),
+            "VRAM one concurrent generation needs beside the weights (KV cache)"),
     Setting("llm_memory_max_mb", None, "a whole number of MB >= 256", _int_at_least(256),
             "MemoryMax= of each LLM worker instance (default: 1024, or half the RAM if less; "
-            "raise it if your worker app loads the model in-process)", "llm"),
+            "raise it if your worker app loads the model in-process)"),
     Setting("llm_api_url", "http://127.0.0.1:8080/v1", "an http(s) URL", _url,
-            "OpenAI-compatible completions endpoint on the host (llama.cpp, vLLM, Ollama)",
-            "llm"),
+            "OpenAI-compatible completions endpoint on the host (llama.cpp, vLLM, Ollama)"),
     Setting("llm_model", "default", "a model name", _text,
-            "model name sent to the completions endpoint", "llm"),
+            "model name sent to the completions endpoint"),
     # -- Redis --
     Setting("redis_maxmemory_mb", None, "a whole number of MB >= 64", _int_at_least(64),
-            "Redis maxmemory (default: a share of the broker's RAM)", "redis"),
+            "Redis maxmemory (default: a share of the broker's RAM)"),
     Setting("redis_port", 6379, "a port number 1-65535",
-            lambda v: _int_at_least(1)(v) and v <= 65535, "port Redis listens on", "redis"),
+            lambda v: _int_at_least(1)(v) and v <= 65535, "port Redis listens on"),
     Setting("redis_password", None, "16 or more printable ASCII characters, no spaces",
             lambda v: _text(v) and len(v) >= 16 and " " not in v,
-            "broker password (default: generated once, kept on the controller, mode 0600)",
-            "redis"),
+            "broker password (default: generated once, kept on the controller, mode 0600)"),
     Setting("flower", False, "true or false", lambda v: isinstance(v, bool),
             "run Flower (Celery's web monitor, Prometheus metrics at /metrics) on the broker, "
             "on its private address, behind a generated password; workers then send task "
-            "events", "monitoring"),
+            "events"),
     Setting("flower_port", 5555, "a port number 1-65535",
-            lambda v: _int_at_least(1)(v) and v <= 65535, "port Flower listens on",
-            "monitoring"),
+            lambda v: _int_at_least(1)(v) and v <= 65535, "port Flower listens on"),
     Setting("flower_allowed_networks", [], "a list of IPv4 addresses or networks "
             "(10.0.0.0/24)", _networks,
-            "who may reach Flower besides the fleet's hosts (your desk, Prometheus)",
-            "monitoring"),
+            "who may reach Flower besides the fleet's hosts (your desk, Prometheus)"),
     # -- deploy --
     Setting("private_address", None, "an IP address or host name",
             lambda v: _text(v) and re.fullmatch(r"[A-Za-z0-9.:-]+", v) is not None,
-            "address the fleet reaches this host on (default: its SSH address)", "deploy"),
+            "address the fleet reaches this host on (default: its SSH address)"),
     Setting("service_user", "celery", "a system user name (a-z, 0-9, _, -; not root)",
             _user_name,
-            "system user the workers run as", "deploy"),
+            "system user the workers run as"),
     Setting("install_dir", "/opt/celery-fleet", "an absolute path",
             lambda v: isinstance(v, str) and v.startswith("/"),
-            "virtualenv and application directory on the hosts", "deploy"),
+            "virtualenv and application directory on the hosts"),
     Setting("worker_app_source", "worker", "a directory with a Python project (pyproject.toml)",
-            _text, "the Celery application to install (relative to the project)", "deploy"),
+            _text, "the Celery application to install (relative to the project)"),
     Setting("worker_app_module", "fleet_worker.app", "a Python module path", _text,
-            "celery -A value", "deploy"),
+            "celery -A value"),
     Setting("embedding_task_time_limit_s", 300, "a whole number of seconds >= 10",
             _int_at_least(10), "hard time limit of one embedding task; stopping the worker "
-            "waits this long for running tasks (warm shutdown)", "embedding"),
+            "waits this long for running tasks (warm shutdown)"),
     Setting("llm_task_time_limit_s", 1800, "a whole number of seconds >= 10",
             _int_at_least(10), "hard time limit of one generation; stopping the worker waits "
-            "this long for running tasks (warm shutdown)", "llm"),
+            "this long for running tasks (warm shutdown)"),
     Setting("secrets_dir", ".fleet-secrets", "a directory path on the controller", _text,
-            "where the generated Redis password is kept (mode 0600)", "deploy"),
+            "where the generated Redis password is kept (mode 0600)"),
     Setting("extra_ca_certificates", [], "a list of certificate file paths on the controller",
-            _path_list, "CA certificates the hosts must trust (pip behind a TLS proxy)",
-            "deploy"),
+            _path_list, "CA certificates the hosts must trust (pip behind a TLS proxy)"),
     Setting("fake_openai_backend", False, "true or false", lambda v: isinstance(v, bool),
             "run the project's fake OpenAI-compatible API on 127.0.0.1:8080 of this host "
-            "(the lab and its tests; never in production)", "deploy"),
+            "(the lab and its tests; never in production)"),
     Setting("fake_openai_latency_ms", 50, "a number of milliseconds >= 0",
             lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
-            "the fake API's answer time for embeddings", "deploy"),
+            "the fake API's answer time for embeddings"),
     Setting("fake_openai_completion_cpu_ms", 300, "a number of milliseconds >= 0",
             lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
-            "CPU the fake API burns per completion, across every core", "deploy"),
+            "CPU the fake API burns per completion, across every core"),
     Setting("pip_index_url", "", "an http(s) URL, or empty for PyPI", _url,
-            "package index the hosts install Python packages from", "deploy"),
+            "package index the hosts install Python packages from"),
 ]
 
 SETTINGS: dict[str, Setting] = {s.key: s for s in _SETTINGS}
@@ -226,12 +215,20 @@ def problems(host: str, data: dict) -> list[SettingsError]:
     return found
 
 
-def resolve(host: str, data: dict) -> dict[str, Any]:
-    """Defaults overlaid with the host's data, every value checked; raises SettingsError."""
+class Settings(dict):
+    """A host's settings, resolved: every key of SETTINGS, every value checked. The one object
+    that carries them (sizing, rendering, roles); made only by resolve()."""
+
+
+def resolve(host: str, data: dict) -> Settings:
+    """Defaults overlaid with the host's data, every value checked; raises SettingsError.
+    Settings already resolved come back as they are."""
+    if isinstance(data, Settings):
+        return data
     found = problems(host, data)
     if found:
         raise found[0]
-    resolved = dict(DEFAULTS)
+    resolved = Settings(DEFAULTS)
     resolved.update({key: value for key, value in data.items() if key in SETTINGS})
     return resolved
 

@@ -50,6 +50,27 @@ IN_PROCESS_POOLS = ("gevent", "threads")
 # late: a window of 4 per greenlet costs nothing and loses nothing.
 EMBEDDING_PREFETCH_MULTIPLIER = 4
 
+# ---- the fleet ----------------------------------------------------------------------------
+# Redis delivers a task again when it was not acknowledged within visibility_timeout of being
+# handed to a worker. With acks late that covers the time a message waits in the worker's
+# prefetch window and the time it runs: embedding workers hold 4 messages per task slot (so
+# the last waits up to 3 task times, then runs one), LLM workers one. Any worker of the fleet
+# may restore any other's messages, so the fleet shares one value: the largest. The margin
+# covers clocks that differ between hosts (the worker that took a message stamps it with its
+# clock, the one that restores it compares with its own). It is small because it is also how
+# much longer the tasks of a dead worker (kill -9, OOM, power loss) wait to run again.
+# (fleet_worker/config.py falls back to the same margin: tests/test_agreement.py)
+VISIBILITY_MARGIN_S = 60
+
+
+def visibility_timeout(all_settings: list[dict]) -> int:
+    """The fleet's one visibility_timeout, from every host's settings."""
+    longest = max([s["embedding_task_time_limit_s"] * EMBEDDING_PREFETCH_MULTIPLIER
+                   for s in all_settings] + [s["llm_task_time_limit_s"] for s in all_settings]
+                  + [0])
+    return longest + VISIBILITY_MARGIN_S
+
+
 # ---- LLM worker ---------------------------------------------------------------------------
 # SIZING.md, 8 CPU-bound inference tasks using all cores: concurrency 1 -> 0.39 tasks/s, mean
 # completion 11.5 s; 2 -> 0.28/s, 17.4 s; 4 -> 0.26/s, 23.5 s. One at a time wins both.
@@ -367,7 +388,7 @@ ALL_ROLES = ("broker", "embedding", "llm")
 
 def plan_host(host: str, detected: HostFacts, data: dict, roles: tuple[str, ...] = ALL_ROLES,
               embedding_hosts: int = 1) -> HostPlan:
-    """The plan for one host. data: its inventory values (validated here)."""
+    """The plan for one host. data: its Settings, or its inventory values (resolved here)."""
     settings = resolve(host, data)
     facts = apply_fact_overrides(detected, settings)
     warnings: list[str] = []

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import render
+from . import layout
+from .checks import pool_shape, running_shape, shape_difference
 from .sizing import HostPlan, memory_recycle_mb
 
 MARK = "!!"
-REDIS_UNIT = "redis-server.service"
 REDIS_FULL_SHARE = 0.8  # noeviction: at maxmemory Redis refuses new tasks
 
 
@@ -37,13 +37,13 @@ class HostReading:
 def expected_units(reading: HostReading) -> list[str]:
     units = []
     if "broker" in reading.roles:
-        units += [REDIS_UNIT, render.FIREWALL_UNIT]
+        units += [layout.REDIS_UNIT, layout.FIREWALL_UNIT]
     if reading.plan:
-        units += [w["unit"] for w in render.planned_workers(reading.plan)]
+        units += [w.unit for w in layout.planned_workers(reading.plan)]
     if reading.flower and "broker" in reading.roles:
-        units.append(render.FLOWER_UNIT)
+        units.append(layout.FLOWER_UNIT)
     if reading.fake_backend:
-        units.append(render.FAKE_OPENAI_UNIT)
+        units.append(layout.FAKE_OPENAI_UNIT)
     return units
 
 
@@ -60,10 +60,6 @@ def parse_units(lines: list[str]) -> dict[str, dict]:
         key, _, value = line.partition("=")
         block[key] = value
     return units
-
-
-def _pool_name(implementation: str | None) -> str:
-    return render.POOL_IMPLEMENTATIONS.get(implementation, implementation or "?")
 
 
 def build(readings: list[HostReading], fleet: dict, previous: dict | None = None) -> dict:
@@ -83,7 +79,7 @@ def build(readings: list[HostReading], fleet: dict, previous: dict | None = None
             differences.append(f"{reading.name}: {reading.problem}")
             if not reading.units:  # nothing was read: no unit is known to be down
                 continue
-        workers = {w["unit"]: w for w in render.planned_workers(reading.plan)} \
+        workers = {w.unit: w for w in layout.planned_workers(reading.plan)} \
             if reading.plan else {}
         for unit in expected_units(reading) + sorted(
                 u for u in reading.units if u not in expected_units(reading)):
@@ -91,7 +87,7 @@ def build(readings: list[HostReading], fleet: dict, previous: dict | None = None
                             previous)
             host["units"].append(row)
             if workers.get(unit):
-                planned_nodes.add(workers[unit]["node_prefix"] + reading.hostname)
+                planned_nodes.add(workers[unit].node_prefix + reading.hostname)
         host["gpus"] = reading.gpus
         if reading.gpu_problem and reading.plan and reading.plan.llm \
                 and reading.plan.llm.device == "gpu":
@@ -115,7 +111,8 @@ def build(readings: list[HostReading], fleet: dict, previous: dict | None = None
             "differences": differences}
 
 
-def _unit_row(reading: HostReading, unit: str, planned: dict | None, workers_seen: dict | None,
+def _unit_row(reading: HostReading, unit: str, planned: layout.PlannedWorker | None,
+              workers_seen: dict | None,
               differences: list[str], previous: dict | None) -> dict:
     state = reading.units.get(unit)
     row = {"unit": unit, "state": (f"{state['ActiveState']} ({state['SubState']})"
@@ -135,27 +132,28 @@ def _unit_row(reading: HostReading, unit: str, planned: dict | None, workers_see
         differs(f"{row['state']}, planned to run" + ("" if state else ": deploy"))
     if not planned:
         return row
-    row["plan"] = f"{planned['pool']} x{planned['concurrency']}"
-    node = planned["node_prefix"] + reading.hostname
+    row["plan"] = pool_shape(planned.pool, planned.concurrency)
+    node = planned.node_prefix + reading.hostname
     seen = (workers_seen or {}).get(node)
     if seen:
-        row.update(runs=f"{_pool_name(seen['implementation'])} x{seen['concurrency']}",
+        row.update(runs=running_shape(seen["implementation"], seen["concurrency"]),
                    active=seen["active"], reserved=seen["reserved"], node=node)
-        if row["runs"] != row["plan"]:
-            differs(f"runs {row['runs']}, planned {row['plan']} (deploy again)")
+        difference = shape_difference(planned, seen["implementation"], seen["concurrency"])
+        if difference:
+            differs(f"{difference} (deploy again)")
     elif state and state.get("ActiveState") == "active" and workers_seen is not None:
         differs(f"worker {node} does not answer the broker")
     used = reading.memory_mb.get(unit)
-    row.update(memory_mb=used, memory_max_mb=planned["memory_max_mb"])
+    row.update(memory_mb=used, memory_max_mb=planned.memory_max_mb)
     if used is not None:
         before = _previous_memory(previous, reading.name, unit)
         if before is not None:
             row["memory_change_mb"] = round(used - before, 1)
-        recycle = memory_recycle_mb(planned["memory_max_mb"])
+        recycle = memory_recycle_mb(planned.memory_max_mb)
         if used > recycle:
             differs(f"uses {used:.0f} MB, above its {recycle} MB mark (of "
-                    f"{planned['memory_max_mb']} MB): it restarts warm after its tasks")
-    gpu = planned.get("gpu_index")
+                    f"{planned.memory_max_mb} MB): it restarts warm after its tasks")
+    gpu = planned.gpu_index
     if gpu is not None and reading.gpus and gpu not in [g["index"] for g in reading.gpus]:
         differs(f"pinned to GPU {gpu}, which the host no longer shows")
     return row

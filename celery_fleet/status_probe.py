@@ -10,7 +10,6 @@ queues, Redis's memory), so the broker is asked once.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 from datetime import datetime, timezone
@@ -18,47 +17,41 @@ from datetime import datetime, timezone
 import gevent
 from gevent.event import Event
 from gevent.pool import Pool
-from pyinfra.api import Config, State, StringCommand
-from pyinfra.api.connect import connect_all
 from pyinfra.context import ctx_state
-from pyinfra_cli.inventory import make_inventory
 
-from . import render, status
-from .fleet import not_in_this_run, plan_inventory, roles_of
+from . import layout, status
+from .fleet import host_roles
+from .fleetplan import PlannedHost
+from .remote import connect_inventory, run_command
 
 UNITS_COMMAND = (
     "hostname; units=$(systemctl list-units --all --plain --no-legend 'celery-*' "
-    "'redis-server.service' 2>/dev/null | awk '{print $1}'); "
+    f"'{layout.REDIS_UNIT}' 2>/dev/null | awk '{{print $1}}'); "
     'if [ -n "$units" ]; then systemctl show -p Id -p ActiveState -p SubState -p NRestarts '
     "-p MainPID $units; fi"
 )
 PARALLEL_HOSTS = 32
 
 
-def _run(host, command: str, **arguments) -> tuple[bool, list[str], list[str]]:
-    ok, output = host.run_shell_command(StringCommand(command), print_output=False,
-                                        print_input=False, **arguments)
-    return ok, output.stdout_lines, output.stderr_lines
-
-
-def _read_host(host, plan, settings, fleet_query: bool) -> tuple[status.HostReading, dict]:
-    reading = status.HostReading(host.name, roles_of(host), plan,
+def _read_host(host, planned: PlannedHost, fleet_query: bool) -> tuple[status.HostReading, dict]:
+    settings = planned.settings
+    reading = status.HostReading(host.name, planned.roles, planned.plan,
                                  fake_backend=settings["fake_openai_backend"],
                                  flower=settings["flower"])
-    ok, lines, errors = _run(host, UNITS_COMMAND)
+    ok, lines, errors = run_command(host, UNITS_COMMAND)
     if not ok:
         reading.problem = f"systemctl failed: {' '.join(errors)[:200]}"
         return reading, {}
     reading.hostname = lines[0].strip() if lines else ""
     reading.units = status.parse_units(lines[1:])
-    workers = render.planned_workers(plan) if plan else []
+    workers = layout.planned_workers(planned.plan)
     if not workers:
         return reading, {}
-    venv = f"{settings['install_dir']}/venv/bin/python"
-    command = (f"{render.ENV_EXEC} {workers[0]['env_file']} {venv} -m fleet_worker.hoststatus"
+    python = f"{layout.worker_venv(settings['install_dir'])}/bin/python"
+    command = (f"{layout.ENV_EXEC} {workers[0].env_file} {python} -m fleet_worker.hoststatus"
                + (" --fleet" if fleet_query else "") + " "
-               + " ".join(shlex.quote(w["unit"]) for w in workers))
-    ok, lines, errors = _run(host, command, _sudo=True, _sudo_user=settings["service_user"])
+               + " ".join(shlex.quote(w.unit) for w in workers))
+    ok, lines, errors = run_command(host, command, user=settings["service_user"])
     try:
         answer = json.loads(lines[-1]) if ok and lines else None
     except json.JSONDecodeError:
@@ -80,29 +73,24 @@ class FleetProbe:
     """Connected once; `read()` as often as --watch asks."""
 
     def __init__(self, inventory_path: str):
-        self.state = State(check_for_changes=False)
-        with ctx_state.use(self.state):
-            self.inventory = make_inventory(inventory_path, cwd=os.getcwd())
-            self.state.init(self.inventory, Config())
-            connect_all(self.state)
-            self.unreachable = not_in_this_run(self.inventory, self.state)
-            self.planned = plan_inventory(self.inventory, self.unreachable)
+        self.state, self.inventory, self.planned = connect_inventory(inventory_path)
 
     def read(self) -> tuple[list[status.HostReading], dict]:
-        fleet_host = next((name for name, (_, _, plan) in self.planned.items()
-                           if render.planned_workers(plan)), None)
+        fleet_host = next((name for name, planned in self.planned.items()
+                           if layout.planned_workers(planned.plan)), None)
 
         def read_one(host):
             if host.name not in self.planned:
-                return status.HostReading(host.name, roles_of(host), None, reachable=False), {}
-            _, settings, plan = self.planned[host.name]
+                return status.HostReading(host.name, host_roles(host), None,
+                                          reachable=False), {}
+            planned = self.planned[host.name]
             try:
-                return _read_host(host, plan, settings, host.name == fleet_host)
+                return _read_host(host, planned, host.name == fleet_host)
             except Exception as error:  # the host went away during --watch: say so, go on
-                return status.HostReading(host.name, roles_of(host), plan,
+                return status.HostReading(host.name, planned.roles, planned.plan,
                                           problem=f"cannot be read: {error}"[:300]), {}
 
-        hosts = [h for h in self.inventory if roles_of(h)]
+        hosts = [h for h in self.inventory if host_roles(h)]
         with ctx_state.use(self.state):
             results = Pool(PARALLEL_HOSTS).map(read_one, hosts)
         fleet = next((f for _, f in results if f), {})

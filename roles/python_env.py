@@ -8,28 +8,29 @@ from pathlib import Path
 from pyinfra.operations import apt, files, pip, server
 from pyinfra.operations.util import any_changed
 
-from celery_fleet.render import TEMPLATES_DIR
+from celery_fleet import layout, render
+from celery_fleet.fleetplan import PlannedHost
+
+from .units import template
 
 
-def trust_certificates(s: dict) -> None:
+def trust_certificates(h: PlannedHost) -> None:
     """python3-venv, the system CA bundle, and the inventory's extra_ca_certificates in it."""
     apt.packages(name="Install Python's venv module and the CA certificates",
                  packages=["python3-venv", "ca-certificates"], update=True, cache_time=86400)
 
     certificates = [
         files.put(name=f"Trust the CA certificate {Path(path).name}", src=path,
-                  dest=f"/usr/local/share/ca-certificates/celery-fleet-{Path(path).stem}.crt",
-                  mode="644")
-        for path in s["extra_ca_certificates"]
+                  dest=f"{layout.CA_CERT_DIR}/celery-fleet-{Path(path).stem}.crt", mode="644")
+        for path in h.settings["extra_ca_certificates"]
     ]
     if certificates:
         server.shell(name="Rebuild the system CA bundle", commands=["update-ca-certificates"],
                      _if=any_changed(*certificates))
 
 
-def python_venv(venv: str, s: dict) -> None:
+def python_venv(h: PlannedHost, venv: str) -> None:
     """A virtualenv whose pip trusts the system CA bundle and uses the inventory's index."""
     pip.venv(name=f"Ensure the virtualenv {venv} exists", path=venv, python="python3")
-    files.template(name="Configure pip in the virtualenv (CA bundle, index)",
-                   src=str(TEMPLATES_DIR / "pip.conf.j2"), dest=f"{venv}/pip.conf", mode="644",
-                   index_url=s["pip_index_url"])
+    template("Configure pip in the virtualenv (CA bundle, index)", f"{venv}/pip.conf",
+             mode="644", **render.pip_conf(h))

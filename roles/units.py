@@ -1,4 +1,5 @@
-"""Worker units shared by the worker roles: start/restart planned instances, retire the rest."""
+"""Worker units shared by the worker roles: render a worker's unit and sandbox, start/restart
+planned instances, retire the rest."""
 
 from __future__ import annotations
 
@@ -7,30 +8,34 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from celery_fleet import render
+from celery_fleet import layout, render
 from celery_fleet.facts import WorkerUnits
 
-EMBEDDING_PREFIX = "celery-embedding-worker@"
-LLM_PREFIX = "celery-llm-worker@"
+
+def template(name: str, dest: str, src: str | None = None, **arguments):
+    """files.template from templates/<the destination's name>.j2 (STYLE.md 6)."""
+    source = layout.TEMPLATES_DIR / (src or dest.rsplit("/", 1)[-1] + ".j2")
+    return files.template(name=name, src=str(source), dest=dest, **arguments)
+
+
+def sandbox(whose: str, unit: str, gpu: bool):
+    """The hardening drop-in of a unit (templates/hardening.conf.j2). whose: "Flower's"."""
+    files.directory(name=f"Ensure {whose} drop-in directory exists",
+                    path=layout.dropin_dir(unit), mode="755")
+    return template(f"Render {whose} sandbox (hardening drop-in)",
+                    f"{layout.dropin_dir(unit)}/{layout.SANDBOX_DROPIN}", mode="644",
+                    **render.hardening(unit, gpu=gpu))
 
 
 def unit_files(kind: str, unit_template: str, unit_values: dict, gpu: bool) -> list:
     """A worker's template unit and its sandbox drop-in, and a daemon-reload when either
     changed. Returns [unit, sandbox, reload]: the first two restart the worker when changed."""
-    unit = files.template(
-        name=f"Render the {kind} worker unit (pool, concurrency, limits of the plan)",
-        src=str(render.TEMPLATES_DIR / f"{unit_template}.j2"),
-        dest=f"{render.UNIT_DIR}/{unit_template}", mode="644", **unit_values)
-    files.directory(name=f"Ensure the {kind} worker's drop-in directory exists",
-                    path=render.dropin_dir(unit_template), mode="755")
-    sandbox = files.template(
-        name=f"Render the {kind} worker's sandbox (hardening drop-in)",
-        src=str(render.TEMPLATES_DIR / "hardening.conf.j2"),
-        dest=f"{render.dropin_dir(unit_template)}/hardening.conf", mode="644",
-        **render.hardening(unit_template, gpu=gpu))
+    unit = template(f"Render the {kind} worker unit (pool, concurrency, limits of the plan)",
+                    layout.unit_path(unit_template), mode="644", **unit_values)
+    dropin = sandbox(f"the {kind} worker's", unit_template, gpu)
     reload = systemd.daemon_reload(name="Reload systemd (a unit file changed)",
-                                   _if=any_changed(unit, sandbox))
-    return [unit, sandbox, reload]
+                                   _if=any_changed(unit, dropin))
+    return [unit, dropin, reload]
 
 
 def run_instances(units: list[str], changed_by: list) -> list:

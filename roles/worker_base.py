@@ -11,8 +11,8 @@ from pyinfra.api import deploy, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
-from celery_fleet.fleet import HostDeploy
-from celery_fleet.render import CONFIG_DIR, ENV_EXEC, FILES_DIR, WORKER_BASE_REQUIREMENTS
+from celery_fleet import layout
+from celery_fleet.fleetplan import PlannedHost
 from celery_fleet.wheel import build_wheel
 from roles.python_env import python_venv, trust_certificates
 
@@ -22,7 +22,7 @@ def app_installed(venv: str, requirements: list[str], app: str):
     """pip install the requirements, then (re)install the application itself; nothing to do
     when the marker in the virtualenv says exactly these were installed."""
     digest = hashlib.sha256("\n".join([*requirements, app]).encode()).hexdigest()
-    marker = f"{venv}/.celery-fleet-installed"
+    marker = layout.installed_marker(venv)
     installed = host.get_fact(FileContents, path=marker)
     if installed and installed[0].strip() == digest:
         host.noop("the worker application and its requirements are installed")
@@ -35,29 +35,29 @@ def app_installed(venv: str, requirements: list[str], app: str):
 
 
 @deploy("Worker host base")
-def worker_base(d: HostDeploy) -> list:
+def worker_base(h: PlannedHost) -> list:
     """Returns the operations whose change means the workers must restart."""
-    s = d.settings
+    s = h.settings
     user, install_dir = s["service_user"], s["install_dir"]
-    venv = f"{install_dir}/venv"
-    trust_certificates(s)
+    venv = layout.worker_venv(install_dir)
+    trust_certificates(h)
     server.group(name=f"Ensure the group {user} exists", group=user, system=True)
     server.user(name=f"Ensure the service user {user} exists", user=user, group=user,
                 system=True, home=install_dir, shell="/usr/sbin/nologin", ensure_home=False)
     files.directory(name=f"Ensure {install_dir} exists, owned by root (workers cannot change "
                     "their code)", path=install_dir, user="root", group="root", mode="755")
-    files.directory(name=f"Ensure {CONFIG_DIR} exists, readable by {user} only",
-                    path=CONFIG_DIR, user="root", group=user, mode="750")
-    files.directory(name="Ensure the helper directory exists", path=str(Path(ENV_EXEC).parent),
+    files.directory(name=f"Ensure {layout.CONFIG_DIR} exists, readable by {user} only",
+                    path=layout.CONFIG_DIR, user="root", group=user, mode="750")
+    files.directory(name="Ensure the helper directory exists", path=layout.HELPER_DIR,
                     user="root", group="root", mode="755")
     files.put(name="Install env-exec (runs a command with a worker's .env)",
-              src=str(FILES_DIR / "env-exec"), dest=ENV_EXEC, mode="755")
+              src=str(layout.FILES_DIR / "env-exec"), dest=layout.ENV_EXEC, mode="755")
 
-    python_venv(venv, s)
+    python_venv(h, venv)
     source = Path(s["worker_app_source"])
     if source.is_dir():
         wheel = build_wheel(source)
-        wheel_dest = f"{install_dir}/wheels/{wheel.parent.name}/{wheel.name}"
+        wheel_dest = f"{layout.wheel_dir(install_dir, wheel.parent.name)}/{wheel.name}"
         files.directory(name="Ensure the wheel directory exists",
                         path=str(Path(wheel_dest).parent), user="root", group="root",
                         mode="755")
@@ -67,5 +67,6 @@ def worker_base(d: HostDeploy) -> list:
     else:
         app = s["worker_app_source"]  # a pip requirement: name==version, URL, ...
     installed = app_installed(name="Install Celery, gevent and the worker application",
-                              venv=venv, requirements=list(WORKER_BASE_REQUIREMENTS), app=app)
+                              venv=venv, requirements=list(layout.WORKER_BASE_REQUIREMENTS),
+                              app=app)
     return [installed]

@@ -6,62 +6,48 @@ reports no change; a deploy that changed something proves the change took effect
 
 from __future__ import annotations
 
-import time
-
 from pyinfra import host
-from pyinfra.api import StringCommand, deploy
-from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api import deploy
 from pyinfra.operations import python
 from pyinfra.operations.util import any_changed
 
-from celery_fleet import render
+from celery_fleet import layout
 from celery_fleet.checks import compare_stats
-from celery_fleet.fleet import HostDeploy
+from celery_fleet.fleetplan import PlannedHost
+from celery_fleet.remote import run_command, wait_until_healthy
 
 CHECK_TIMEOUT_S = 90  # a worker connects and answers within seconds; a crash loop never does
 
 
-def _run(command: str, user: str | None = None) -> tuple[bool, str]:
-    arguments = {"_sudo": True}
-    if user:
-        arguments["_sudo_user"] = user
-    ok, output = host.run_shell_command(StringCommand(command), **arguments)
-    return ok, output.stdout
+def _verify(h: PlannedHost) -> None:
+    workers = layout.planned_workers(h.plan)
+    _, out, _ = run_command(host, "hostname")
+    hostname = "".join(out).strip()
+    nodes = ",".join(w.node_prefix + hostname for w in workers)
+    inspect = (f"{layout.ENV_EXEC} {workers[0].env_file} "
+               f"{layout.worker_venv(h.settings['install_dir'])}/bin/celery "
+               f"-A {h.settings['worker_app_module']} inspect stats --json --timeout 5 "
+               f"--destination {nodes} 2>/dev/null || true")
 
-
-def _verify(workers: list[dict], settings: dict) -> None:
-    _, hostname = _run("hostname")
-    hostname = hostname.strip()
-    venv = f"{settings['install_dir']}/venv"
-    nodes = ",".join(w["node_prefix"] + hostname for w in workers)
-    inspect = (f"{render.ENV_EXEC} {workers[0]['env_file']} {venv}/bin/celery "
-               f"-A {settings['worker_app_module']} inspect stats --json --timeout 5 "
-               f"--destination {nodes}")
-    deadline = time.monotonic() + CHECK_TIMEOUT_S
-    while True:
-        problems = []
+    def problems() -> list[str]:
+        found = []
         for worker in workers:
-            _, state = _run(f"systemctl is-active {worker['unit']} || true")
-            if state.strip() != "active":
-                problems.append(f"{worker['unit']} is {state.strip()}")
-        if not problems:
-            _, stats = _run(inspect + " 2>/dev/null || true", user=settings["service_user"])
-            problems = compare_stats(workers, hostname, stats)
-        if not problems:
-            return
-        if time.monotonic() > deadline:
-            units = " ".join(f"-u {w['unit']}" for w in workers)
-            _, journal = _run(f"journalctl {units} -n 15 --no-pager -o cat || true")
-            raise PyinfraError("workers do not run as planned:\n  " + "\n  ".join(problems)
-                               + "\nlast log lines:\n" + journal)
-        time.sleep(2)
+            _, state, _ = run_command(host, f"systemctl is-active {worker.unit} || true",
+                                      sudo=True)
+            if "".join(state).strip() != "active":
+                found.append(f"{worker.unit} is {''.join(state).strip()}")
+        if found:
+            return found
+        _, stats, _ = run_command(host, inspect, user=h.settings["service_user"])
+        return compare_stats(workers, hostname, "\n".join(stats))
+
+    wait_until_healthy(host, problems, [w.unit for w in workers], CHECK_TIMEOUT_S,
+                       "workers do not run as planned")
 
 
 @deploy("Check the workers")
-def check_workers(d: HostDeploy, changes: list) -> None:
-    workers = render.planned_workers(d.plan)
-    if not workers:
+def check_workers(h: PlannedHost, changes: list) -> None:
+    if not layout.planned_workers(h.plan):
         return
     python.call(name="Check each worker is active and runs its planned pool and concurrency",
-                function=_verify, workers=workers, settings=d.settings,
-                _if=any_changed(*changes))
+                function=_verify, h=h, _if=any_changed(*changes))

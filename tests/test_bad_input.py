@@ -1,7 +1,6 @@
 """Bad input (issue #5): every kind gives one clear error naming the host, the key, the value
 and what is accepted. The lab test tests/lab/test_deploy.py checks no host is changed."""
 
-from types import SimpleNamespace
 
 import pytest
 
@@ -77,8 +76,7 @@ def test_pools_that_do_not_fit_the_hardware_are_refused(facts, data, message):
 
 
 def controller(settings_data, detected=CPU_HOST):
-    host = SimpleNamespace(name="gpu-9")
-    return controller_problems(host, resolve("gpu-9", settings_data), detected)
+    return controller_problems("gpu-9", resolve("gpu-9", settings_data), detected)
 
 
 def test_a_gpu_override_on_a_host_without_gpus_is_refused():

@@ -5,14 +5,16 @@ import importlib.util
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from celery_fleet import render
+from celery_fleet import layout, render
 from celery_fleet.checks import compare_stats
 from celery_fleet.facts import parse_worker_units
-from celery_fleet.fleet import HostDeploy, env_quote
+from celery_fleet.fleetplan import Broker, PlannedHost
+from celery_fleet.render import env_quote
 from celery_fleet.settings import resolve
 from celery_fleet.sizing import Gpu, HostFacts, plan_host
 from celery_fleet.wheel import source_digest
@@ -25,8 +27,8 @@ def deploy_of(ram_mb=4096, cores=1, gpus=(), data=None, roles=("broker", "embedd
     data = data or {}
     facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
     plan = plan_host("h", facts, data, roles)
-    return HostDeploy("h", roles, plan, resolve("h", data), BROKER_URL, "10.0.0.9",
-                      ("10.0.0.9",), 2400)
+    return PlannedHost("h", roles, plan, resolve("h", data), "10.0.0.9",
+                       Broker("10.0.0.5", 6379, "s3cr3t-Passw0rd_xyz"), ("10.0.0.9",), 2400)
 
 
 def env_exec_module():
@@ -63,11 +65,11 @@ def test_rendered_units_pass_systemd_analyze_verify(unit_root, shape):
     shape = dict(shape)
     data = dict(shape.pop("data", {}), install_dir=str(unit_root))
     d = deploy_of(**shape, data=data)
-    units = {render.embedding_unit_name("1"): render.render(
-        f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(d))}
+    units = {layout.embedding_unit_name("1"): render.render(
+        f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(d))}
     for instance in d.plan.llm.instances:
-        units[render.llm_unit_name(instance.name)] = render.render(
-            f"{render.LLM_UNIT}.j2", render.llm_unit(d))
+        units[layout.llm_unit_name(instance.name)] = render.render(
+            f"{layout.LLM_UNIT}.j2", render.llm_unit(d))
     for name, text in units.items():
         path = unit_root / name
         path.write_text(text)
@@ -78,10 +80,10 @@ def test_rendered_units_pass_systemd_analyze_verify(unit_root, shape):
 def test_the_sandbox_drop_in_passes_verify(unit_root, gpu):
     d = deploy_of(data={"install_dir": str(unit_root)})
     unit = unit_root / "celery-llm-worker@gpu0.service"
-    unit.write_text(render.render(f"{render.LLM_UNIT}.j2", render.llm_unit(d)))
+    unit.write_text(render.render(f"{layout.LLM_UNIT}.j2", render.llm_unit(d)))
     dropin = unit_root / "celery-llm-worker@gpu0.service.d"
     dropin.mkdir()
-    text = render.render("hardening.conf.j2", render.hardening(render.LLM_UNIT, gpu=gpu))
+    text = render.render("hardening.conf.j2", render.hardening(layout.LLM_UNIT, gpu=gpu))
     (dropin / "hardening.conf").write_text(text)
     assert verify(unit) == ""
     assert ("DeviceAllow=char-nvidia-frontend rw" in text) is gpu
@@ -90,7 +92,7 @@ def test_the_sandbox_drop_in_passes_verify(unit_root, gpu):
 
 def test_verify_would_catch_a_broken_unit(unit_root):
     """The check above can fail: a misspelt key is reported."""
-    text = render.render(f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(
+    text = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(
         deploy_of(data={"install_dir": str(unit_root)}))).replace("MemoryMax=", "MemoryMx=")
     path = unit_root / "broken@1.service"
     path.write_text(text)
@@ -99,7 +101,7 @@ def test_verify_would_catch_a_broken_unit(unit_root):
 
 def test_embedding_unit_carries_the_plan():
     d = deploy_of(ram_mb=8192, cores=2)
-    text = render.render(f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(d))
+    text = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(d))
     assert "--pool=gevent --concurrency=16 --queues=embeddings" in text
     assert "--hostname=embedding-%i@%H" in text
     assert "MemoryMax=6144M" in text and "KillMode=mixed" in text
@@ -108,15 +110,15 @@ def test_embedding_unit_carries_the_plan():
     assert BROKER_URL not in text  # units are world-readable: no secrets
     prefork = deploy_of(data={"embedding_pool": "prefork"})
     assert "--max-tasks-per-child=100" in render.render(
-        f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(prefork))
+        f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(prefork))
 
 
 def test_units_recycle_a_worker_warm_before_the_kernel_kills_it():
     from fleet_worker.memory import EXIT_RECYCLE
 
-    assert render.EXIT_RECYCLE == EXIT_RECYCLE  # the unit restarts on what the app exits with
+    assert layout.EXIT_RECYCLE == EXIT_RECYCLE  # the unit restarts on what the app exits with
     gevent = deploy_of(ram_mb=8192, cores=2)
-    text = render.render(f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(gevent))
+    text = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(gevent))
     assert "RestartForceExitStatus=75" in text
     assert "MemoryHigh=5529M" in text and "MemoryMax=6144M" in text
     assert "--max-memory-per-child" not in text  # one process: the app's memory watch
@@ -124,13 +126,13 @@ def test_units_recycle_a_worker_warm_before_the_kernel_kills_it():
     assert 'FLEET_MEMORY_RECYCLE_MB="4915"' in env
     prefork = deploy_of(ram_mb=8192, cores=4, data={"embedding_pool": "prefork",
                                                      "embedding_concurrency": 4})
-    text = render.render(f"{render.EMBEDDING_UNIT}.j2", render.embedding_unit(prefork))
+    text = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(prefork))
     assert f"--max-memory-per-child={4915 * 1024 // 4}" in text  # each child's share, in KiB
-    llm = render.render(render.LLM_UNIT + ".j2", render.llm_unit(gevent))
+    llm = render.render(layout.LLM_UNIT + ".j2", render.llm_unit(gevent))
     assert "--max-memory-per-child=838656" in llm  # prefork 1 on CPU: 819 MB
     assert "MemoryMax=1024M" in llm and "RestartForceExitStatus=75" in llm
     gpu = deploy_of(ram_mb=65536, cores=8, gpus=(24576,))
-    assert "--max-memory-per-child" not in render.render(render.LLM_UNIT + ".j2",
+    assert "--max-memory-per-child" not in render.render(layout.LLM_UNIT + ".j2",
                                                          render.llm_unit(gpu))
     env = render.render("llm-worker.env.j2", render.llm_env(gpu))
     assert 'FLEET_MEMORY_RECYCLE_MB="819"' in env
@@ -139,11 +141,11 @@ def test_units_recycle_a_worker_warm_before_the_kernel_kills_it():
 def test_llm_instances_are_pinned_to_their_gpu():
     d = deploy_of(ram_mb=65536, cores=8, gpus=(24576, 24576))
     for index, instance in enumerate(d.plan.llm.instances):
-        text = render.render("llm-worker@.env.j2", render.llm_instance_env(d, instance.name))
+        text = render.render("llm-worker@.env.j2", render.llm_instance_env(instance))
         assert f"CUDA_VISIBLE_DEVICES={index}\n" in text
         assert 'FLEET_CONCURRENCY="4"' in text and 'OMP_NUM_THREADS="4"' in text
     cpu = deploy_of(ram_mb=8192, cores=4)
-    text = render.render("llm-worker@.env.j2", render.llm_instance_env(cpu, "cpu"))
+    text = render.render("llm-worker@.env.j2", render.llm_instance_env(cpu.plan.llm.instances[0]))
     assert 'CUDA_VISIBLE_DEVICES=""' in text and 'FLEET_CONCURRENCY="1"' in text
 
 
@@ -159,8 +161,8 @@ def test_env_values_read_back_the_same_through_env_exec(tmp_path):
 
 
 def test_redis_conf_carries_the_plan_and_is_closed():
-    d = deploy_of(ram_mb=8192, cores=2, roles=("broker",))
-    text = render.render("redis.conf.j2", render.redis_conf(d, "10.0.0.5"))
+    d = replace(deploy_of(ram_mb=8192, cores=2, roles=("broker",)), private_address="10.0.0.5")
+    text = render.render("redis.conf.j2", render.redis_conf(d))
     assert "bind 127.0.0.1 10.0.0.5\n" in text
     assert "maxmemory 4096mb\n" in text and "maxmemory-policy noeviction\n" in text
     assert "requirepass s3cr3t-Passw0rd_xyz\n" in text and "protected-mode yes" in text
@@ -169,9 +171,8 @@ def test_redis_conf_carries_the_plan_and_is_closed():
 
 
 def test_redis_firewall_lets_only_the_fleet_in():
-    d = deploy_of(roles=("broker",))
-    text = render.render("redis-firewall.nft.j2",
-                         render.redis_firewall(d, ["10.0.0.9", "10.0.0.7", "10.0.0.9"]))
+    d = replace(deploy_of(roles=("broker",)), fleet_addresses=("10.0.0.9", "10.0.0.7", "10.0.0.9"))
+    text = render.render("redis-firewall.nft.j2", render.redis_firewall(d))
     assert "tcp dport 6379 ip saddr { 10.0.0.7, 10.0.0.9, 127.0.0.1 } accept" in text
     assert "tcp dport 6379 counter drop" in text
 
@@ -179,35 +180,35 @@ def test_redis_firewall_lets_only_the_fleet_in():
 def test_flower_is_private_protected_and_its_secrets_stay_in_its_env_file(unit_root):
     d = deploy_of(data={"install_dir": str(unit_root), "flower": True,
                         "flower_allowed_networks": ["192.168.1.0/24"]})
-    d = HostDeploy(**{**d.__dict__, "flower_auth": "flower:pa55-word-0123456789"})
+    d = replace(d, flower_password="pa55-word-0123456789")
     (unit_root / "flower-venv" / "bin").mkdir(parents=True)
     (unit_root / "flower-venv" / "bin" / "celery").symlink_to(unit_root / "venv/bin/celery")
-    unit = render.render(f"{render.FLOWER_UNIT}.j2", render.flower_unit(d))
+    unit = render.render(f"{layout.FLOWER_UNIT}.j2", render.flower_unit(d))
     assert "--address=10.0.0.9 --port=5555" in unit and "DynamicUser=yes" in unit
     assert "pa55" not in unit and "s3cr3t" not in unit  # the unit is world-readable
-    (unit_root / render.FLOWER_UNIT).write_text(unit)
-    assert verify(unit_root / render.FLOWER_UNIT) == ""
+    (unit_root / layout.FLOWER_UNIT).write_text(unit)
+    assert verify(unit_root / layout.FLOWER_UNIT) == ""
     env = render.render("flower.env.j2", render.flower_env(d))
     assert 'FLOWER_BASIC_AUTH="flower:pa55-word-0123456789"' in env
     assert f'BROKER_URL="{BROKER_URL}"' in env
-    rules = render.render("redis-firewall.nft.j2", render.redis_firewall(d, ["10.0.0.9"]))
+    rules = render.render("redis-firewall.nft.j2", render.redis_firewall(d))
     assert ("tcp dport 5555 ip saddr { 10.0.0.9, 127.0.0.1, 192.168.1.0/24 } accept"
             in rules)
     assert "tcp dport 5555 counter drop" in rules
     no_flower = render.render("redis-firewall.nft.j2",
-                              render.redis_firewall(deploy_of(), ["10.0.0.9"]))
+                              render.redis_firewall(deploy_of()))
     assert "5555" not in no_flower
 
 
 def test_workers_send_task_events_only_for_flower():
     quiet = render.render("embedding-worker.env.j2", render.embedding_env(deploy_of()))
     assert 'FLEET_TASK_EVENTS="0"' in quiet
-    d = HostDeploy(**{**deploy_of().__dict__, "task_events": True})
+    d = replace(deploy_of(), task_events=True)
     assert 'FLEET_TASK_EVENTS="1"' in render.render("llm-worker.env.j2", render.llm_env(d))
 
 
 def test_one_visibility_timeout_covers_the_longest_wait_and_run_in_the_fleet():
-    from celery_fleet.fleet import VISIBILITY_MARGIN_S, visibility_timeout
+    from celery_fleet.sizing import VISIBILITY_MARGIN_S, visibility_timeout
     defaults = resolve("h", {})
     # an embedding message waits behind 3 others per slot (prefetch 4), then runs: 4 x 300 s
     assert visibility_timeout([defaults]) == max(4 * 300, 1800) + VISIBILITY_MARGIN_S
@@ -230,18 +231,18 @@ STATS = {"embedding-1@cpu-small": {"pool": {"implementation": "celery.concurrenc
 
 def test_worker_check_accepts_workers_running_as_planned():
     d = deploy_of(roles=("embedding", "llm"))
-    assert compare_stats(render.planned_workers(d.plan), "cpu-small", json.dumps(STATS)) == []
+    assert compare_stats(layout.planned_workers(d.plan), "cpu-small", json.dumps(STATS)) == []
 
 
 def test_worker_check_names_each_difference():
     d = deploy_of(ram_mb=8192, cores=2, roles=("embedding", "llm"))  # plans gevent x16
     stats = dict(STATS)
     del stats["llm-cpu@cpu-small"]
-    problems = compare_stats(render.planned_workers(d.plan), "cpu-small", json.dumps(stats))
+    problems = compare_stats(layout.planned_workers(d.plan), "cpu-small", json.dumps(stats))
     assert problems == [
         "celery-embedding-worker@1.service: runs gevent x8, planned gevent x16",
         "celery-llm-worker@cpu.service: worker llm-cpu@cpu-small does not answer"]
-    assert "not JSON" in compare_stats(render.planned_workers(d.plan), "h", "Error: timeout")[0]
+    assert "not JSON" in compare_stats(layout.planned_workers(d.plan), "h", "Error: timeout")[0]
 
 
 def test_worker_units_fact_lists_instances_only():

@@ -1,0 +1,172 @@
+"""The fleet's names and layout, defined once: where things live on the hosts and on the
+controller, what units, Celery nodes and queues are called, which packages are pinned, and
+which worker processes a plan runs (`planned_workers`). Pure: no pyinfra, no I/O.
+
+Roles, the rendered files, `fleet status` and the post-deploy checks all import these; the
+worker application (worker/fleet_worker, installed on the hosts, which cannot import this
+package) repeats a few of them, and tests/test_agreement.py checks that both sides agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sizing import HostPlan
+
+# ---- on the controller --------------------------------------------------------------------
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+TEMPLATES_DIR = PROJECT_DIR / "templates"
+FILES_DIR = PROJECT_DIR / "files"
+
+# ---- inventory groups -> roles of the plan ------------------------------------------------
+GROUP_ROLES = {"brokers": "broker", "embedding_workers": "embedding", "llm_workers": "llm"}
+
+# ---- paths on the hosts -------------------------------------------------------------------
+CONFIG_DIR = "/etc/celery-fleet"
+UNIT_DIR = "/etc/systemd/system"
+HELPER_DIR = "/usr/local/lib/celery-fleet"
+ENV_EXEC = f"{HELPER_DIR}/env-exec"  # runs a command with a worker's .env (files/env-exec)
+EMBEDDING_ENV = f"{CONFIG_DIR}/embedding-worker.env"
+LLM_ENV = f"{CONFIG_DIR}/llm-worker.env"
+REDIS_CONF = "/etc/redis/redis.conf"
+CA_CERT_DIR = "/usr/local/share/ca-certificates"
+
+
+def worker_venv(install_dir: str) -> str:
+    return f"{install_dir}/venv"
+
+
+def flower_venv(install_dir: str) -> str:
+    return f"{install_dir}/flower-venv"
+
+
+def wheel_dir(install_dir: str, digest: str) -> str:
+    return f"{install_dir}/wheels/{digest}"
+
+
+def installed_marker(venv: str) -> str:
+    """What was pip-installed in a virtualenv, as a digest: nothing to do when it matches."""
+    return f"{venv}/.celery-fleet-installed"
+
+
+def llm_instance_env(instance: str) -> str:
+    return f"{CONFIG_DIR}/llm-worker@{instance}.env"
+
+
+# ---- systemd units ------------------------------------------------------------------------
+EMBEDDING_UNIT = "celery-embedding-worker@.service"  # template: @1 ... @N, one per process
+LLM_UNIT = "celery-llm-worker@.service"  # template: @cpu, or @gpu0 ... one per GPU
+EMBEDDING_PREFIX = EMBEDDING_UNIT.split("@")[0] + "@"
+LLM_PREFIX = LLM_UNIT.split("@")[0] + "@"
+WORKER_UNIT_GLOB = "celery-*-worker@*.service"
+REDIS_UNIT = "redis-server.service"  # Debian's
+FIREWALL_UNIT = "celery-fleet-redis-firewall.service"
+FIREWALL_RULES = f"{CONFIG_DIR}/redis-firewall.nft"
+FIREWALL_TABLE = "celery_fleet_redis"  # nftables table of its own: other rules stay
+FLOWER_UNIT = "celery-fleet-flower.service"
+FLOWER_ENV = f"{CONFIG_DIR}/flower.env"
+FLOWER_USER = "flower"  # the login of Flower's basic auth
+FAKE_OPENAI_UNIT = "celery-fleet-fake-openai.service"
+FAKE_OPENAI_SCRIPT = f"{HELPER_DIR}/fake-openai-server"
+FAKE_OPENAI_PORT = 8080
+SANDBOX_DROPIN = "hardening.conf"
+
+
+def embedding_unit_name(instance: str) -> str:
+    return f"{EMBEDDING_PREFIX}{instance}.service"
+
+
+def llm_unit_name(instance: str) -> str:
+    return f"{LLM_PREFIX}{instance}.service"
+
+
+def unit_path(unit: str) -> str:
+    return f"{UNIT_DIR}/{unit}"
+
+
+def dropin_dir(unit: str) -> str:
+    return f"{UNIT_DIR}/{unit}.d"
+
+
+# ---- Celery -------------------------------------------------------------------------------
+# Queues of the reference worker application (worker/fleet_worker/app.py routes its tasks so)
+EMBEDDING_QUEUE = "embeddings"
+LLM_QUEUE = "llm"
+# Celery node names: "<kind>-<instance>@<hostname>", as `celery inspect` shows them
+EMBEDDING_NODE = "embedding"
+LLM_NODE = "llm"
+
+
+def node_prefix(kind: str, instance: str) -> str:
+    """The node name before the host name: embedding-1@, llm-gpu0@."""
+    return f"{kind}-{instance}@"
+
+
+def unit_node_name(kind: str) -> str:
+    """The same name in a template unit (%i the instance, %H the host name)."""
+    return node_prefix(kind, "%i") + "%H"
+
+
+# Celery's pool implementation (celery inspect stats) -> the pool name the plan uses
+POOL_IMPLEMENTATIONS = {
+    "celery.concurrency.gevent:TaskPool": "gevent",
+    "celery.concurrency.thread:TaskPool": "threads",
+    "celery.concurrency.prefork:TaskPool": "prefork",
+    "celery.concurrency.solo:TaskPool": "solo",
+}
+
+# Exit status with which the worker app asks to be restarted: its memory watch's warm restart
+# (fleet_worker.memory.EXIT_RECYCLE, EX_TEMPFAIL). The units restart on it.
+EXIT_RECYCLE = 75
+
+# ---- pinned packages ----------------------------------------------------------------------
+CELERY_VERSION = "5.7.0"
+GEVENT_VERSION = "26.9.0"
+# Installed in every worker virtualenv, whatever application the inventory names
+# (worker/pyproject.toml pins the same: tests/test_agreement.py)
+WORKER_BASE_REQUIREMENTS = (f"celery[redis]=={CELERY_VERSION}", f"gevent=={GEVENT_VERSION}")
+# kombu's redis extra spelled out: pyinfra's pip.packages compares names, so "celery[redis]"
+# counts as installed once flower brought celery, and the extra never comes
+FLOWER_REQUIREMENTS = ("flower==2.2.0", f"celery=={CELERY_VERSION}", "redis>=6.4.0,<9",
+                       "packaging==26.3")
+
+# ---- Redis --------------------------------------------------------------------------------
+# Commands neither Celery, kombu nor the application send, that wipe, reconfigure, stop or
+# spy on the broker (MONITOR shows every command, passwords included): renamed to nothing.
+REDIS_DISABLED_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "SHUTDOWN", "MODULE",
+                           "KEYS", "MONITOR", "REPLICAOF", "SLAVEOF", "MIGRATE", "SWAPDB")
+REDIS_DB = 0
+
+
+def redis_url(password: str, address: str, port: int) -> str:
+    return f"redis://:{password}@{address}:{port}/{REDIS_DB}"
+
+
+# ---- the worker processes of a plan -------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedWorker:
+    """One worker process a plan runs: what the checks and `fleet status` compare against."""
+    unit: str
+    node_prefix: str  # Celery node name before @hostname
+    env_file: str  # its settings (the broker URL among them)
+    pool: str
+    concurrency: int
+    memory_max_mb: int
+    gpu_index: int | None = None
+
+
+def planned_workers(plan: HostPlan) -> list[PlannedWorker]:
+    workers = []
+    if plan.embedding:
+        e = plan.embedding
+        workers += [PlannedWorker(embedding_unit_name(instance),
+                                  node_prefix(EMBEDDING_NODE, instance), EMBEDDING_ENV, e.pool,
+                                  e.concurrency, e.memory_max_mb)
+                    for instance in e.instances]
+    if plan.llm:
+        workers += [PlannedWorker(llm_unit_name(i.name), node_prefix(LLM_NODE, i.name), LLM_ENV,
+                                  plan.llm.pool, i.concurrency, plan.llm.memory_max_mb,
+                                  i.gpu_index)
+                    for i in plan.llm.instances]
+    return workers
