@@ -13,22 +13,13 @@ import pytest
 from celery_fleet import layout, render
 from celery_fleet.checks import compare_stats
 from celery_fleet.facts import parse_worker_units
-from celery_fleet.fleetplan import Broker, PlannedHost
 from celery_fleet.render import env_quote
 from celery_fleet.settings import resolve
-from celery_fleet.sizing import Gpu, HostFacts, plan_host
 from celery_fleet.wheel import source_digest
 
+from hosts import BROKER_URL, planned_host as deploy_of
+
 ROOT = Path(__file__).resolve().parents[1]
-BROKER_URL = "redis://:s3cr3t-Passw0rd_xyz@10.0.0.5:6379/0"
-
-
-def deploy_of(ram_mb=4096, cores=1, gpus=(), data=None, roles=("broker", "embedding", "llm")):
-    data = data or {}
-    facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
-    plan = plan_host("h", facts, data, roles)
-    return PlannedHost("h", roles, plan, resolve("h", data), "10.0.0.9",
-                       Broker("10.0.0.5", 6379, "s3cr3t-Passw0rd_xyz"), ("10.0.0.9",), 2400)
 
 
 def env_exec_module():

@@ -20,12 +20,11 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from ..layout import GROUP_ROLES
+
 # The fleet groups a lab host can belong to; inventory/lab.py turns them into pyinfra groups.
-ROLE_GROUPS = {
-    "broker": "brokers",
-    "embedding": "embedding_workers",
-    "llm": "llm_workers",
-}
+# role -> the inventory group that gives a host that role (the deploy's own mapping)
+ROLE_GROUPS = {role: group for group, role in GROUP_ROLES.items()}
 # A host that names no roles is a worker: it runs both kinds of worker.
 DEFAULT_ROLES = ("embedding", "llm")
 

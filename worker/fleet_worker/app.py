@@ -2,7 +2,8 @@
 
 from celery import Celery
 
-from .config import from_environ
+from .config import EMBEDDING_QUEUE, LLM_QUEUE, from_environ
+from .memory import memory_watch
 
 RESTORE_SWEEP_S = 10
 RESTORE_LOCK_S = 30
@@ -13,10 +14,10 @@ app = Celery("fleet_worker", broker=config.broker_url, backend=config.result_bac
              include=["fleet_worker.tasks"])
 app.conf.update(
     task_routes={
-        "fleet_worker.tasks.embed": {"queue": "embeddings"},
-        "fleet_worker.tasks.generate": {"queue": "llm"},
+        "fleet_worker.tasks.embed": {"queue": EMBEDDING_QUEUE},
+        "fleet_worker.tasks.generate": {"queue": LLM_QUEUE},
     },
-    task_default_queue="embeddings",
+    task_default_queue=EMBEDDING_QUEUE,
     # a task is acknowledged after it ran: a worker killed mid-task leaves it queued
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -53,6 +54,4 @@ app.conf.update(
     task_send_sent_event=config.task_events,
 )
 
-from .memory import MemoryWatch  # noqa: E402 (imports config from here)
-
-app.steps["worker"].add(MemoryWatch)
+app.steps["worker"].add(memory_watch(config.memory_recycle_mb, config.memory_check_s))

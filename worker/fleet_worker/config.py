@@ -11,8 +11,13 @@ from dataclasses import dataclass
 # Redis re-delivers a task not acknowledged within visibility_timeout: it must exceed the
 # longest task (SIZING.md: the default of 1 h re-runs longer tasks).
 DEFAULT_TASK_TIME_LIMIT_S = 1800
-VISIBILITY_MARGIN_S = 60  # as celery_fleet/fleet.py: clocks that differ between hosts
+# as celery_fleet/sizing.py (clocks that differ between hosts): tests/test_agreement.py
+VISIBILITY_MARGIN_S = 60
 REDIS_CONNECTIONS_SPARE = 10  # the consumer, heartbeats, control commands
+# The queues the deploy's units consume (celery_fleet/layout.py names the same:
+# tests/test_agreement.py)
+EMBEDDING_QUEUE = "embeddings"
+LLM_QUEUE = "llm"
 
 
 @dataclass(frozen=True)

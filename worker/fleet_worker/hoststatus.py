@@ -23,8 +23,10 @@ import sys
 
 import psutil
 
+from .config import EMBEDDING_QUEUE, LLM_QUEUE
+
 MB = 2**20
-WORKER_QUEUES = ("embeddings", "llm")  # the reference app's; consumed queues are added
+WORKER_QUEUES = (EMBEDDING_QUEUE, LLM_QUEUE)  # the reference app's; consumed ones are added
 INSPECT_TIMEOUT_S = 1.0  # Celery's default: how long each broadcast waits for replies
 
 

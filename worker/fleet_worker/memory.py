@@ -71,13 +71,18 @@ def should_recycle(used_mb: float, limit_mb: int, tasks: int) -> bool:
     return bool(limit_mb) and used_mb > limit_mb and tasks > 0
 
 
+def memory_watch(limit_mb: int, every_s: float) -> type[bootsteps.StartStopStep]:
+    """The worker bootstep that watches this worker's memory (Celery adds steps by class)."""
+    return type("MemoryWatch", (MemoryWatch,), {"limit_mb": limit_mb, "every_s": every_s})
+
+
 class MemoryWatch(bootsteps.StartStopStep):
+    """Set up by memory_watch(): limit_mb 0 watches nothing."""
     requires = {"celery.worker.components:Timer"}
+    limit_mb = 0
+    every_s = 30.0
 
     def __init__(self, worker, **kwargs):
-        from .app import config
-        self.limit_mb = config.memory_recycle_mb
-        self.every_s = config.memory_check_s
         self.timer = None
 
     def start(self, worker):

@@ -1,0 +1,17 @@
+"""Planned hosts for tests that need no inventory: a plan from a host shape, wrapped the way
+the deploy wraps it (celery_fleet.fleetplan.PlannedHost), with a fixed broker."""
+
+from celery_fleet.fleetplan import Broker, PlannedHost
+from celery_fleet.settings import resolve
+from celery_fleet.sizing import ALL_ROLES, Gpu, HostFacts, plan_host
+
+BROKER = Broker("10.0.0.5", 6379, "s3cr3t-Passw0rd_xyz")
+BROKER_URL = "redis://:s3cr3t-Passw0rd_xyz@10.0.0.5:6379/0"
+
+
+def planned_host(ram_mb=4096, cores=1, gpus=(), data=None, roles=ALL_ROLES, name="h",
+                 address="10.0.0.9", visibility_timeout_s=2400) -> PlannedHost:
+    settings = resolve(name, data or {})
+    facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
+    return PlannedHost(name, tuple(roles), plan_host(name, facts, settings, tuple(roles)),
+                       settings, address, BROKER, (address,), visibility_timeout_s)
