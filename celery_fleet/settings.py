@@ -254,7 +254,6 @@ def settings_table_markdown() -> str:
 
 def update_readme(path: str = "README.md") -> None:
     """Rewrite the settings table between the README's markers: python -m celery_fleet.settings"""
-    import re
     from pathlib import Path
 
     readme = Path(path)

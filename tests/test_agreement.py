@@ -3,6 +3,7 @@ code (the worker package is installed on the hosts, celery_fleet is not): each i
 once on each side, and checked equal here. Also: the pure layers import no pyinfra."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -78,3 +79,16 @@ def test_the_pure_layers_import_no_pyinfra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.strip()
     assert out == "[]"
+
+
+def test_the_bench_starts_workers_with_variables_the_worker_reads(monkeypatch):
+    from celery_fleet.bench.harness import worker_env
+
+    for key in list(os.environ):  # CI sets FLEET_LAB_REQUIRED: not the bench's
+        if key.startswith(("FLEET_", "EMBEDDING_", "LLM_")):
+            monkeypatch.delenv(key)
+    read = set(re.findall(r'env\.get\("(\w+)"', (ROOT / "worker" / "fleet_worker" /
+                                                   "config.py").read_text()))
+    ours = {k for k in worker_env("redis://x", "http://api/v1", "llm", "prefork", 1)
+            if k.startswith(("FLEET_", "EMBEDDING_", "LLM_"))}
+    assert ours and ours <= read, ours - read

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from ..render import LLM_PREFETCH_MULTIPLIER
 from ..sizing import EMBEDDING_PREFETCH_MULTIPLIER
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -107,7 +108,7 @@ def worker_env(broker_url: str, api_url: str, role: str, pool: str, concurrency:
                FLEET_CONCURRENCY=str(concurrency), EMBEDDING_API_URL=api_url,
                LLM_API_URL=api_url, EMBEDDING_MODEL="fake", LLM_MODEL="fake",
                FLEET_PREFETCH_MULTIPLIER=str(EMBEDDING_PREFETCH_MULTIPLIER if role == "embedding"
-                                             else 1))
+                                             else LLM_PREFETCH_MULTIPLIER))
     env.update({key: str(value) for key, value in extra.items()})
     return env
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from ..layout import EMBEDDING_QUEUE, LLM_QUEUE
 from ..settings import DEFAULTS
 from ..sizing import HostFacts, plan_embedding, plan_llm
 from . import harness
@@ -106,14 +107,14 @@ def run_config(case: str, config: Config, broker: str, api_url: str, tasks: int,
     from fleet_worker.tasks import embed, generate
 
     app.control.purge()
-    env = harness.worker_env(broker, api_url, "embedding" if queue == "embeddings" else "llm",
+    env = harness.worker_env(broker, api_url, "embedding" if queue == EMBEDDING_QUEUE else "llm",
                              config.pool, config.concurrency, **env_extra)
     workers = [harness.celery_worker(env, queue, config.pool, config.concurrency,
                                      name=f"bench{i}") for i in range(config.processes)]
     processes = [w.__enter__() for w in workers]
     try:
         def send(n, prefix):
-            if queue == "embeddings":
+            if queue == EMBEDDING_QUEUE:
                 return [(embed.apply_async(([f"{prefix} {i}"],), queue=queue), f"{prefix} {i}")
                         for i in range(n)]
             return [(generate.apply_async((f"{prefix} {i}",), queue=queue), f"{prefix} {i}")
@@ -132,7 +133,7 @@ def run_config(case: str, config: Config, broker: str, api_url: str, tasks: int,
             try:
                 value = result.get(timeout=600)
                 completions.append(time.monotonic() - started)
-                expected = [vector_of(text)] if queue == "embeddings" else f"echo: {text}"
+                expected = [vector_of(text)] if queue == EMBEDDING_QUEUE else f"echo: {text}"
                 errors += value != expected
             except Exception:  # a task that failed: counted, the sweep goes on
                 errors += 1
@@ -188,7 +189,7 @@ def sweep(quick: bool, cases: str, say) -> list[Result]:
                     n = int((60 if config.concurrency * config.processes < 8 else 400) * scale)
                     ideal = config.concurrency * config.processes / (EMBED_LATENCY_MS / 1000)
                     results.append(_mark(run_config("a", config, broker, api, n, ideal,
-                                                    "embeddings", {}), chosen["a"], config))
+                                                    EMBEDDING_QUEUE, {}), chosen["a"], config))
                     say(results[-1])
         if "b" in cases:
             with harness.fake_backend(latency_ms=EMBED_LATENCY_MS,
@@ -197,7 +198,7 @@ def sweep(quick: bool, cases: str, say) -> list[Result]:
                 for config in _with(SWEEP["b"], chosen["b"]):
                     ideal = min(RATE_LIMIT_PER_S, config.concurrency / (EMBED_LATENCY_MS / 1000))
                     results.append(_mark(run_config(
-                        "b", config, broker, api, int(300 * scale), ideal, "embeddings",
+                        "b", config, broker, api, int(300 * scale), ideal, EMBEDDING_QUEUE,
                         {"EMBEDDING_RATE_LIMIT_PER_S": RATE_LIMIT_PER_S,
                          "EMBEDDING_RATE_BURST": 1}), chosen["b"], config))
                     say(results[-1])
@@ -207,7 +208,7 @@ def sweep(quick: bool, cases: str, say) -> list[Result]:
                 for config in _with(SWEEP["c"], chosen["c"]):
                     results.append(_mark(run_config(
                         "c", config, broker, api, max(4, int(8 * scale)),
-                        1 / COMPLETION_WALL_S, "llm", {}), chosen["c"], config))
+                        1 / COMPLETION_WALL_S, LLM_QUEUE, {}), chosen["c"], config))
                     say(results[-1])
     return results
 
