@@ -127,8 +127,11 @@ GEVENT_VERSION = "26.9.0"
 # (worker/pyproject.toml pins the same: tests/test_agreement.py)
 WORKER_BASE_REQUIREMENTS = (f"celery[redis]=={CELERY_VERSION}", f"gevent=={GEVENT_VERSION}")
 # kombu's redis extra spelled out: pyinfra's pip.packages compares names, so "celery[redis]"
-# counts as installed once flower brought celery, and the extra never comes
-FLOWER_REQUIREMENTS = ("flower==2.2.0", f"celery=={CELERY_VERSION}", "redis>=6.4.0,<9",
+# counts as installed once flower brought celery, and the extra never comes. One specifier
+# each: pyinfra 3.10 takes a requirement with two ("redis>=6.4.0,<9") for a package name, finds
+# it never installed and reinstalls Flower on every deploy (tests/test_roles.py saw it).
+# redis 8.1.0 is inside kombu 5.7.0's range for its redis extra (>=6.4.0,<9.0.0).
+FLOWER_REQUIREMENTS = ("flower==2.2.0", f"celery=={CELERY_VERSION}", "redis==8.1.0",
                        "packaging==26.3")
 
 # ---- Redis --------------------------------------------------------------------------------
