@@ -1,0 +1,40 @@
+"""One fleet host, whole: what deploy.py runs for each host of the inventory. Its roles come
+from its inventory groups (layout.GROUP_ROLES); what it no longer plays is retired."""
+
+from __future__ import annotations
+
+from celery_fleet import layout
+from celery_fleet.fleetplan import PlannedHost
+
+from .embedding_worker import embedding_worker
+from .fake_backend import fake_backend
+from .flower import flower, retire_flower
+from .llm_worker import llm_worker
+from .redis_broker import redis_broker
+from .units import retire_worker
+from .worker_base import worker_base
+from .worker_check import check_workers
+
+
+def fleet_host(h: PlannedHost) -> None:
+    changes = []
+    if "broker" in h.roles:
+        changes += redis_broker(h)
+    if "broker" in h.roles and h.settings["flower"]:
+        flower(h)
+    else:
+        retire_flower()
+    if h.settings["fake_openai_backend"]:
+        fake_backend(h)
+    if "embedding" in h.roles or "llm" in h.roles:
+        app_changes = worker_base(h)
+        changes += app_changes
+        if "embedding" in h.roles:
+            changes += embedding_worker(h, app_changes)
+        if "llm" in h.roles:
+            changes += llm_worker(h, app_changes)
+        check_workers(h, changes)
+    if "embedding" not in h.roles:
+        retire_worker(layout.EMBEDDING_PREFIX)
+    if "llm" not in h.roles:
+        retire_worker(layout.LLM_PREFIX)

@@ -1,0 +1,177 @@
+"""The roles without a lab, the way pyinfra tests its operations (STYLE.md 15): for a planned
+host of each kind, run what deploy.py runs for it (roles/host.py) inside a real pyinfra
+state whose facts come from fixtures (tests/rolekit.py), and check the operations emitted and
+the files rendered; then run it again on the facts of the host it left, and see no change."""
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from celery_fleet import layout, render
+from celery_fleet.sizing import ALL_ROLES
+from hosts import planned_host
+from rolekit import FRESH, NOW, UnknownFact, World, converged, run_role
+from roles.embedding_worker import embedding_worker
+from roles.host import fleet_host
+from roles.redis_broker import redis_broker
+
+UNITS = layout.UNIT_DIR
+CONF = layout.CONFIG_DIR
+VENV = layout.worker_venv("/opt/celery-fleet")
+WORKER_BASE_FILES = {f"{VENV}/pip.conf", layout.ENV_EXEC, "<the worker wheel>"}
+EMBEDDING_FILES = {f"{UNITS}/{layout.EMBEDDING_UNIT}",
+                   f"{UNITS}/{layout.EMBEDDING_UNIT}.d/hardening.conf", layout.EMBEDDING_ENV}
+LLM_FILES = {f"{UNITS}/{layout.LLM_UNIT}", f"{UNITS}/{layout.LLM_UNIT}.d/hardening.conf",
+             layout.LLM_ENV}
+BROKER_FILES = {layout.FIREWALL_RULES, f"{UNITS}/{layout.FIREWALL_UNIT}", layout.REDIS_CONF}
+FLOWER_FILES = {layout.FLOWER_ENV, f"{UNITS}/{layout.FLOWER_UNIT}",
+                f"{UNITS}/{layout.FLOWER_UNIT}.d/hardening.conf",
+                f"{layout.flower_venv('/opt/celery-fleet')}/pip.conf"}
+
+CPU_HOST = planned_host(4096, 1, roles=("embedding", "llm"), name="cpu-small")
+GPU_HOST = planned_host(65536, 8, gpus=(24576, 24576), roles=("embedding", "llm"), name="gpu")
+BROKER = planned_host(8192, 2, roles=("broker",), name="broker")
+ALL_IN_ONE = planned_host(16384, 4, roles=ALL_ROLES, name="one",
+                          data={"flower": True, "fake_openai_backend": True})
+
+FIXTURES = {
+    "cpu host": (CPU_HOST, WORKER_BASE_FILES | EMBEDDING_FILES | LLM_FILES
+                 | {layout.llm_instance_env("cpu")}),
+    "gpu host": (GPU_HOST, WORKER_BASE_FILES | EMBEDDING_FILES | LLM_FILES
+                 | {layout.llm_instance_env("gpu0"), layout.llm_instance_env("gpu1")}),
+    "broker": (BROKER, BROKER_FILES),
+    "all in one": (ALL_IN_ONE, WORKER_BASE_FILES | EMBEDDING_FILES | LLM_FILES | BROKER_FILES
+                   | FLOWER_FILES | {layout.llm_instance_env("cpu"), layout.FAKE_OPENAI_SCRIPT,
+                                     f"{UNITS}/{layout.FAKE_OPENAI_UNIT}"}),
+}
+
+
+def changing(ops) -> list[str]:
+    return [op.name for op in ops if op.changes]
+
+
+def uploads(ops) -> dict:
+    """dest -> (what the host receives, the op that sends it); the wheel under one name."""
+    found = {}
+    for op in ops:
+        for dest, data in (c for c in op.commands if isinstance(c, tuple)):
+            if dest.endswith(".whl"):
+                assert dest.startswith(f"/opt/celery-fleet/wheels/"), dest
+                dest = "<the worker wheel>"
+            found[dest] = (data, op)
+    return found
+
+
+@pytest.fixture(scope="module")
+def first_runs():
+    return {name: run_role(fleet_host, h) for name, (h, _) in FIXTURES.items()}
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_a_fresh_host_gets_exactly_the_files_of_its_roles(first_runs, name):
+    h, files = FIXTURES[name]
+    assert set(uploads(first_runs[name])) == files
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_a_second_run_on_the_host_the_first_left_changes_nothing(first_runs, name):
+    h, _ = FIXTURES[name]
+    again = run_role(fleet_host, h, facts=converged(first_runs[name]))
+    assert [op.name for op in again] == [op.name for op in first_runs[name]]
+    assert changing(again) == []
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_rendered_files_are_the_renderers_and_secrets_are_private(first_runs, name):
+    h, _ = FIXTURES[name]
+    files = uploads(first_runs[name])
+    expected = {}
+    if h.plan.embedding:
+        expected[f"{UNITS}/{layout.EMBEDDING_UNIT}"] = render.render(
+            f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(h))
+        expected[layout.EMBEDDING_ENV] = render.render("embedding-worker.env.j2",
+                                                       render.embedding_env(h))
+    if h.plan.llm:
+        expected[layout.LLM_ENV] = render.render("llm-worker.env.j2", render.llm_env(h))
+        for instance in h.plan.llm.instances:
+            expected[layout.llm_instance_env(instance.name)] = render.render(
+                "llm-worker@.env.j2", render.llm_instance_env(instance))
+    if h.plan.redis:
+        expected[layout.REDIS_CONF] = render.render("redis.conf.j2", render.redis_conf(h))
+    for dest, text in expected.items():
+        assert files[dest][0] == text, dest
+    for dest, (data, op) in files.items():
+        secret = h.broker.password in str(data)
+        assert secret == (dest in (layout.EMBEDDING_ENV, layout.LLM_ENV, layout.REDIS_CONF,
+                                   layout.FLOWER_ENV)), dest
+        if secret:  # 0600 for the workers' and Flower's, 0640 redis for Redis's own
+            assert (op.arguments["mode"], op.arguments["user"]) in (
+                ("600", h.settings["service_user"]), ("600", "root"), ("640", "redis")), dest
+
+
+def test_each_gpu_gets_its_pinned_worker_and_each_instance_runs_at_boot(first_runs):
+    files = uploads(first_runs["gpu host"])
+    names = [op.name for op in first_runs["gpu host"]]
+    for index in (0, 1):
+        assert f"CUDA_VISIBLE_DEVICES={index}\n" in files[layout.llm_instance_env(f"gpu{index}")][0]
+        assert f"Ensure celery-llm-worker@gpu{index}.service runs and starts at boot" in names
+    assert "DeviceAllow=char-nvidia-frontend rw" in files[f"{UNITS}/{layout.LLM_UNIT}.d/"
+                                                          "hardening.conf"][0]
+    assert "--pool=gevent --concurrency=32" in files[f"{UNITS}/{layout.EMBEDDING_UNIT}"][0]
+
+
+def test_a_host_that_left_its_worker_groups_and_flower_has_them_retired(first_runs):
+    was = converged(first_runs["all in one"])  # it ran everything, Flower too
+    now = planned_host(16384, 4, roles=("broker",), name="one")  # now only the broker
+    ops = run_role(fleet_host, now, facts=was)
+    assert changing(ops) == [
+        # Flower's port leaves the firewall; Redis alone on the host gets half the RAM
+        "Render the firewall rules: only the fleet's hosts reach Redis",
+        "Load the firewall rules again (they changed)",
+        "Configure Redis: private address, password, maxmemory, noeviction, AOF",
+        "Restart Redis (its configuration changed)",
+        "Stop and disable Flower", "Remove Flower's unit", "Remove Flower's drop-ins",
+        "Remove Flower's settings", "Reload systemd (Flower's unit is gone)",
+        "Stop and disable celery-embedding-worker@1.service (no longer in the plan)",
+        "Stop and disable celery-embedding-worker@2.service (no longer in the plan)",
+        "Stop and disable celery-llm-worker@cpu.service (no longer in the plan)"]
+    world = World()
+    converged(first_runs["all in one"], world)
+    assert changing(run_role(fleet_host, now, facts=converged(ops, world))) == []
+
+
+def test_a_changed_plan_restarts_exactly_the_worker_it_changes(first_runs):
+    before = converged(first_runs["cpu host"])
+    more = planned_host(4096, 1, roles=("embedding", "llm"), name="cpu-small",
+                        data={"embedding_concurrency": 12})
+    assert changing(run_role(fleet_host, more, facts=before)) == [
+        "Render the embedding worker unit (pool, concurrency, limits of the plan)",
+        "Reload systemd (a unit file changed)",
+        "Render the embedding worker's settings (0600: broker password, API key)",
+        "Restart celery-embedding-worker@1.service (its files changed), one host at a time",
+        "Check each worker is active and runs its planned pool and concurrency"]
+
+
+def test_a_new_fleet_host_opens_the_firewall_and_touches_nothing_else(first_runs):
+    before = converged(first_runs["broker"])
+    wider = replace(BROKER, fleet_addresses=BROKER.fleet_addresses + ("10.0.0.10",))
+    assert changing(run_role(redis_broker, wider, facts=before)) == [
+        "Render the firewall rules: only the fleet's hosts reach Redis",
+        "Load the firewall rules again (they changed)"]
+
+
+def test_apt_updates_again_once_its_cache_is_a_day_old(first_runs):
+    """Not idempotent over time, by design of apt.packages(cache_time=86400): a run a day
+    later refreshes the package lists (and nothing else)."""
+    later = {**converged(first_runs["broker"]), "server.Date": NOW + timedelta(days=2)}
+    assert [(op.name, op.commands) for op in run_role(redis_broker, BROKER, facts=later)
+            if op.changes] == [
+        ("Install Redis and nftables",
+         ("apt-get update", "touch /var/lib/apt/periodic/update-success-stamp"))]
+
+
+def test_an_unknown_fact_fails_loudly_with_its_name_and_arguments():
+    facts = {k: v for k, v in FRESH.items() if k != "files.File"}
+    with pytest.raises(UnknownFact, match=r"files\.File\(path=/etc/systemd/system/celery-"):
+        run_role(embedding_worker, CPU_HOST, [], facts=facts)
