@@ -57,7 +57,7 @@ def uploads(ops) -> dict:
     for op in ops:
         for dest, data in (c for c in op.commands if isinstance(c, tuple)):
             if dest.endswith(".whl"):
-                assert dest.startswith(f"/opt/celery-fleet/wheels/"), dest
+                assert dest.startswith("/opt/celery-fleet/wheels/"), dest
                 dest = "<the worker wheel>"
             found[dest] = (data, op)
     return found

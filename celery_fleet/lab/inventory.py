@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 
+from ..layout import FAKE_OPENAI_PORT
 from .spec import ROLE_GROUPS, HostSpec
 
 
@@ -39,8 +40,8 @@ def host_data(state: dict, record: dict) -> dict:
 # Worker hosts of the lab call the fake OpenAI-compatible API the deploy runs beside them.
 LAB_WORKER_DATA = {
     "fake_openai_backend": True,
-    "embedding_api_url": "http://127.0.0.1:8080/v1",
-    "llm_api_url": "http://127.0.0.1:8080/v1",
+    "embedding_api_url": f"http://127.0.0.1:{FAKE_OPENAI_PORT}/v1",
+    "llm_api_url": f"http://127.0.0.1:{FAKE_OPENAI_PORT}/v1",
 }
 
 
