@@ -6,6 +6,7 @@ import runpy
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,16 @@ def deployed(lab):
 def as_service_user(lab, host, command, timeout=60, stdin: str = ""):
     prefix = f"echo {shlex.quote(stdin)} | " if stdin else ""
     return lab.ssh(host, f"{prefix}sudo -u celery {ENV_EXEC} {command}", timeout=timeout).stdout
+
+
+def wait_until_answers(lab, host: str, node: str, timeout: float = 60) -> None:
+    """Until a worker that was just (re)started answers the broker: the next test must not
+    find it starting (a gevent worker on a 1-core host takes ~3 s)."""
+    deadline = time.monotonic() + timeout
+    while node not in as_service_user(lab, host, f"{VENV}/celery -A fleet_worker.app inspect "
+                                                 f"ping --timeout 2 -d {node} 2>&1 || true"):
+        assert time.monotonic() < deadline, f"{node} does not answer {timeout} s after a restart"
+        time.sleep(1)
 
 
 REDIS = ("import os, sys, redis; r = redis.Redis.from_url(os.environ['FLEET_BROKER_URL']); "

@@ -7,7 +7,7 @@ import sys
 import time
 
 from .conftest import (FAKE, ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with,
-                       redis)
+                       redis, wait_until_answers)
 from .test_deploy import PLANNED
 
 SUBMIT = r"""
@@ -51,6 +51,7 @@ def test_a_worker_above_its_memory_limit_restarts_warm_and_loses_no_task(lab, de
     finally:
         lab.ssh(host, f"rm -rf {dropin} /run/fleet-test-memory.env && systemctl daemon-reload "
                       f"&& systemctl restart {unit}")
+        wait_until_answers(lab, host, f"embedding-1@{host}")
 
 
 def fleet_status(lab, inventory="inventory/lab.py", *options):
