@@ -6,6 +6,7 @@ from pyinfra.api import FactBase
 
 from .gpu import GPU_FACT_COMMAND, parse_gpu_fact
 from .layout import UNIT_DIR, WORKER_UNIT_GLOB
+from .redis_state import REDIS_STATE_COMMAND, parse_redis_state
 
 
 class NvidiaGpus(FactBase):
@@ -44,3 +45,14 @@ class WorkerUnits(FactBase):
 
     def process(self, output) -> list[str]:
         return parse_worker_units(output)
+
+
+class RedisState(FactBase):
+    """The Redis this host runs before the deploy: installed, running, AOF on in its
+    configuration, size of its RDB snapshot (celery_fleet/redis_state.py)."""
+
+    def command(self) -> str:
+        return REDIS_STATE_COMMAND
+
+    def process(self, output) -> dict:
+        return parse_redis_state(list(output))

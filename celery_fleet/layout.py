@@ -69,6 +69,7 @@ FLOWER_ENV = f"{CONFIG_DIR}/flower.env"
 FLOWER_USER = "flower"  # the login of Flower's basic auth
 FAKE_OPENAI_UNIT = "celery-fleet-fake-openai.service"
 FAKE_OPENAI_SCRIPT = f"{HELPER_DIR}/fake-openai-server"
+REDIS_AOF_ON = f"{HELPER_DIR}/redis-aof-on"  # files/redis-aof-on: AOF on, live, data kept
 FAKE_OPENAI_PORT = 8080
 SANDBOX_DROPIN = "hardening.conf"
 

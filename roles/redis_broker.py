@@ -3,18 +3,22 @@ host's RAM and policy noeviction, persistence on; a firewall of its own lets onl
 
 from __future__ import annotations
 
+from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import apt, server, systemd
 from pyinfra.operations.util import any_changed
 
 from celery_fleet import layout, render
+from celery_fleet.facts import RedisState
 from celery_fleet.fleetplan import PlannedHost
+from celery_fleet.redis_state import needs_live_aof_switch
 
 from .units import template
 
 
 @deploy("Redis broker")
 def redis_broker(h: PlannedHost) -> list:
+    before = host.get_fact(RedisState)  # read before this run changes anything
     apt.packages(name="Install Redis and nftables", packages=["redis-server", "nftables"],
                  update=True, cache_time=86400)
     rules = template("Render the firewall rules: only the fleet's hosts reach Redis",
@@ -28,6 +32,8 @@ def redis_broker(h: PlannedHost) -> list:
         running=True, restarted=True, _if=any_changed(rules, firewall_unit))
     firewall = systemd.service(name="Ensure the firewall rules are loaded at boot",
                                service=layout.FIREWALL_UNIT, running=True, enabled=True)
+    if needs_live_aof_switch(before):
+        keep_data(before)
     conf = template("Configure Redis: private address, password, maxmemory, noeviction, AOF",
                     layout.REDIS_CONF, user="redis", group="redis", mode="640",
                     **render.redis_conf(h))
@@ -37,3 +43,13 @@ def redis_broker(h: PlannedHost) -> list:
     running = systemd.service(name="Ensure Redis runs and starts at boot",
                               service=layout.REDIS_UNIT, running=True, enabled=True)
     return [rules, firewall_unit, firewall_restart, firewall, conf, restart, running]
+
+
+def keep_data(before: dict) -> None:
+    """A Redis we adopt keeps every key: its AOF is switched on live (files/redis-aof-on)
+    before our configuration, which has AOF on, restarts it (celery_fleet/redis_state.py)."""
+    if not before["running"]:  # its data is in its snapshot: load it with its own settings
+        systemd.service(name="Start the Redis already here with its own configuration (to "
+                        "keep its data)", service=layout.REDIS_UNIT, running=True)
+    server.script(name="Switch the Redis already here to AOF live, keeping its data",
+                  src=str(layout.FILES_DIR / "redis-aof-on"), args=(layout.REDIS_CONF,))

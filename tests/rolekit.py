@@ -31,6 +31,7 @@ from pyinfra.connectors.util import CommandOutput
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
 from celery_fleet.facts import parse_worker_units
+from celery_fleet.layout import REDIS_CONF, REDIS_UNIT
 
 NOW = datetime(2025, 1, 1, 12, 0, 0)  # the fixture host's clock (server.Date, touched files)
 BASE_DIRS = ("/", "/etc", "/etc/systemd/system", "/opt", "/tmp", "/usr/local/bin",
@@ -198,7 +199,15 @@ def facts_of(w: World) -> dict:
         # the project's one fact: instances of worker units loaded or enabled
         "celery_fleet.facts.WorkerUnits": lambda: parse_worker_units(w.running | w.enabled),
         "pip.PipPackages": lambda pip=None: w.pip.get(pip or "pip", {}),
+        "celery_fleet.facts.RedisState": lambda: _redis_state(w),
     }
+
+
+def _redis_state(w: World) -> dict:
+    """As celery_fleet.facts.RedisState reads it: from the configuration file and the unit."""
+    conf = w.files.get(REDIS_CONF, {}).get("data", b"").decode()
+    return {"installed": bool(conf), "running": REDIS_UNIT in w.running,
+            "aof": "\nappendonly yes" in "\n" + conf, "rdb_bytes": 0}
 
 
 FRESH = facts_of(World())  # a bare Debian host: base directories, root, nothing of ours

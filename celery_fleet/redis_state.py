@@ -1,0 +1,45 @@
+"""The Redis a broker host runs before this deploy, and whether its data needs a live switch
+to AOF before our configuration takes over (pure: the fact's command and its parser).
+
+Our redis.conf turns AOF on. Redis started with AOF on loads the AOF only: a Redis that kept
+its data in dump.rdb (Debian's default: RDB, AOF off) would come back empty, every queued
+task lost (redis/redis#12484). Redis's documented way (redis.conf, redis/redis#12506) is to
+switch AOF on with CONFIG SET on the live server first; files/redis-aof-on does that.
+"""
+
+from __future__ import annotations
+
+from .layout import REDIS_CONF, REDIS_UNIT
+
+# Always exits 0; one KEY=value a line. The data file is looked up where the configuration
+# puts it (dir, dbfilename), as Redis would.
+REDIS_STATE_COMMAND = (
+    f"conf={REDIS_CONF}; "
+    'if [ ! -f "$conf" ]; then echo REDIS=absent; exit 0; fi; '
+    f"if systemctl is-active --quiet {REDIS_UNIT}; then echo REDIS=running; "
+    "else echo REDIS=stopped; fi; "
+    "last() { awk -v key=\"$1\" 'tolower($1) == key { v = $2 } END { print v }' \"$conf\" "
+    "| tr -d \"\\\"'\"; }; "
+    'echo "APPENDONLY=$(last appendonly)"; '
+    'dir=$(last dir); file=$(last dbfilename); '
+    'echo "RDB_BYTES=$(stat -c %s "${dir:-/var/lib/redis}/${file:-dump.rdb}" 2>/dev/null '
+    '|| echo 0)"'
+)
+
+
+def parse_redis_state(lines) -> dict:
+    """-> {"installed": bool, "running": bool, "aof": bool, "rdb_bytes": int}."""
+    values = dict(line.strip().split("=", 1) for line in lines if "=" in line)
+    if values.get("REDIS", "absent") == "absent":
+        return {"installed": False, "running": False, "aof": False, "rdb_bytes": 0}
+    rdb = values.get("RDB_BYTES", "0")
+    return {"installed": True, "running": values.get("REDIS") == "running",
+            "aof": values.get("APPENDONLY", "").lower() == "yes",
+            "rdb_bytes": int(rdb) if rdb.isdigit() else 0}
+
+
+def needs_live_aof_switch(state: dict) -> bool:
+    """A Redis whose configuration has AOF off, and that holds data (it runs, or it left a
+    snapshot): switch it live before our configuration restarts it with AOF on."""
+    return state["installed"] and not state["aof"] and (state["running"]
+                                                        or state["rdb_bytes"] > 0)
