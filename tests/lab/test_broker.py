@@ -1,12 +1,15 @@
 """The broker is not open, and keeps queued tasks through a restart and a crash (issue #5)."""
 
+import re
 import shlex
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from .conftest import REDIS, VENV, as_service_user, redis
+from .conftest import REDIS, ROOT, VENV, as_service_user, deploy, redis
 
 HOLD = ("from fleet_worker.tasks import worker_info; "
         "[worker_info.apply_async(queue='held-by-test') for _ in range(10)]")
@@ -46,8 +49,6 @@ def test_queued_tasks_survive_a_redis_restart_and_a_crash(lab, deployed):
 
 
 def test_the_broker_password_is_in_no_log_and_no_world_readable_file(lab, deployed):
-    from .conftest import ROOT
-
     password = (ROOT / ".fleet-secrets" / "broker.redis_password").read_text().strip()
     for host in ("broker", "cpu-small", "gpu-box"):
         journal = lab.ssh(host, "journalctl --no-pager -o cat | grep -cF -- "
@@ -64,3 +65,59 @@ def test_the_broker_password_is_in_no_log_and_no_world_readable_file(lab, deploy
         for line in secret_files:
             mode, owner, path = line.split(" ", 2)
             assert mode in ("600", "640") and owner in ("celery", "redis"), line
+
+
+ADOPTED = "adopted-by-test"
+CONF = "/etc/redis/redis.conf"
+# redis-cli on the broker, with the password of the configuration Redis runs with now
+BROKER_CLI = (f"REDISCLI_AUTH=$(awk '$1 == \"requirepass\" {{print $2}}' {CONF}) "
+              "redis-cli --no-auth-warning")
+
+
+def broker_cli(lab, commands: str) -> str:
+    return lab.ssh("broker", f"{BROKER_CLI} {commands}").stdout.strip()
+
+
+def push(lab, first: int, count: int) -> None:
+    lab.ssh("broker", f"for i in $(seq {first} {first + count - 1}); do echo LPUSH {ADOPTED} "
+                      f"task-$i; done | {BROKER_CLI} > /dev/null")
+
+
+def as_before_celery_fleet(lab, keep_renames: bool) -> None:
+    """The broker's Redis as an operator may have it before adopting it: AOF off (Debian's
+    default), its data in memory and in dump.rdb, a password of its own."""
+    renames = "" if keep_renames else "-e '/^rename-command/d' "
+    lab.ssh("broker", f"sed -i -e 's/^appendonly yes/appendonly no/' {renames}{CONF} && "
+                      "systemctl stop redis-server && rm -rf /var/lib/redis/appendonlydir && "
+                      "systemctl start redis-server")
+
+
+def test_adopting_a_redis_that_holds_data_keeps_every_key(lab, deployed):
+    as_before_celery_fleet(lab, keep_renames=True)
+    try:
+        push(lab, 1, 100)
+        broker_cli(lab, "SAVE")
+        # its CONFIG command is disabled: it cannot be switched live, so it is left alone
+        refused = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "inventory/lab.py",
+                                  "deploy.py"], cwd=ROOT, env=lab.env(), capture_output=True,
+                                 text=True, timeout=900)
+        output = refused.stdout + refused.stderr
+        assert refused.returncode != 0
+        assert re.search(r"holds \d+ key\(s\) with AOF off", output), output[-3000:]
+        assert "Switch it on yourself" in output
+        assert lab.ssh("broker", f"grep -c '^appendonly no' {CONF}").stdout.strip() == "1"
+        assert broker_cli(lab, f"LLEN {ADOPTED}") == "100"
+
+        as_before_celery_fleet(lab, keep_renames=False)  # CONFIG allowed, as Debian ships it
+        push(lab, 101, 20)  # in memory only: no snapshot has them
+        result = deploy(lab)
+        assert "Switch the Redis already here to AOF live" in result["output"]
+        assert redis(lab, "LLEN", ADOPTED) == "120"
+        lab.ssh("broker", "systemctl restart redis-server")  # from our configuration's AOF
+        assert redis(lab, "LLEN", ADOPTED) == "120"
+        assert redis(lab, "LINDEX", ADOPTED, "-1") == "task-1"
+    finally:
+        if lab.ssh("broker", f"grep -c '^appendonly no' {CONF} || true").stdout.strip() != "0":
+            as_before_celery_fleet(lab, keep_renames=False)
+            deploy(lab)
+        redis(lab, "DEL", ADOPTED)
