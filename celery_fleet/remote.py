@@ -16,7 +16,6 @@ from pyinfra.api import Config, State, StringCommand
 from pyinfra.api.connect import connect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_state
-from pyinfra_cli.inventory import make_inventory
 
 from .fleet import not_in_this_run, plan_inventory
 from .fleetplan import PlannedHost
@@ -27,6 +26,10 @@ POLL_S = 2
 def connect_inventory(path: str):
     """(state, inventory, {name: PlannedHost}) for an inventory file: every host connected
     (those that cannot be are left out of the plans), nothing changed on any host."""
+    # pyinfra_cli monkey-patches the whole process for gevent when imported: only here, where
+    # the command line needs it, never where roles or tests import this module
+    from pyinfra_cli.inventory import make_inventory
+
     state = State(check_for_changes=False)
     with ctx_state.use(state):
         inventory = make_inventory(path, cwd=os.getcwd())

@@ -97,6 +97,7 @@ def _worker_env(h: PlannedHost, role: str, pool: str, prefetch_multiplier: int,
     return {
         "role": env_quote(role),
         "broker_url": env_quote(h.broker_url),
+        "result_backend": env_quote(h.broker_url),
         "pool": env_quote(pool),
         "prefetch_multiplier": env_quote(prefetch_multiplier),
         "task_time_limit_s": env_quote(time_limit_s),

@@ -85,10 +85,20 @@ def test_the_bench_starts_workers_with_variables_the_worker_reads(monkeypatch):
     from celery_fleet.bench.harness import worker_env
 
     for key in list(os.environ):  # CI sets FLEET_LAB_REQUIRED: not the bench's
-        if key.startswith(("FLEET_", "EMBEDDING_", "LLM_")):
+        if key.startswith(("FLEET_", "EMBEDDING_", "LLM_", "CELERY_")):
             monkeypatch.delenv(key)
     read = set(re.findall(r'env\.get\("(\w+)"', (ROOT / "worker" / "fleet_worker" /
                                                    "config.py").read_text()))
     ours = {k for k in worker_env("redis://x", "http://api/v1", "llm", "prefork", 1)
-            if k.startswith(("FLEET_", "EMBEDDING_", "LLM_"))}
+            if k.startswith(("FLEET_", "EMBEDDING_", "LLM_", "CELERY_"))}
     assert ours and ours <= read, ours - read
+
+
+def test_importing_the_roles_patches_nothing():
+    """pyinfra_cli monkey-patches threading for gevent on import; roles and the pure layers
+    must not bring it in, or threads in the same process (the wheel build's lock) deadlock."""
+    code = ("import gevent.monkey, roles.host, celery_fleet.status_probe, celery_fleet.cli; "
+            "print(gevent.monkey.is_module_patched('threading'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.strip()
+    assert out == "False"

@@ -147,7 +147,7 @@ def test_env_values_read_back_the_same_through_env_exec(tmp_path):
     path.write_text(render.render("embedding-worker.env.j2", render.embedding_env(d)))
     values = env_exec_module().read_env_file(str(path))
     assert values["EMBEDDING_API_KEY"] == tricky
-    assert values["FLEET_BROKER_URL"] == BROKER_URL
+    assert values["CELERY_BROKER_URL"] == values["CELERY_RESULT_BACKEND"] == BROKER_URL
     assert values["FLEET_CONCURRENCY"] == "8" and values["FLEET_POOL"] == "gevent"
 
 

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
 @pytest.fixture(scope="module")
 def broker():
     with harness.local_redis() as url:
-        os.environ["FLEET_BROKER_URL"] = url
-        os.environ["FLEET_RESULT_BACKEND"] = url
+        os.environ["CELERY_BROKER_URL"] = url
+        os.environ["CELERY_RESULT_BACKEND"] = url
         yield url
 
 

@@ -104,7 +104,7 @@ def backend_call(api_url: str, path: str, payload: dict | None = None) -> dict:
 
 def worker_env(broker_url: str, api_url: str, role: str, pool: str, concurrency: int,
                **extra) -> dict:
-    env = dict(os.environ, FLEET_BROKER_URL=broker_url, FLEET_ROLE=role, FLEET_POOL=pool,
+    env = dict(os.environ, CELERY_BROKER_URL=broker_url, FLEET_ROLE=role, FLEET_POOL=pool,
                FLEET_CONCURRENCY=str(concurrency), EMBEDDING_API_URL=api_url,
                LLM_API_URL=api_url, EMBEDDING_MODEL="fake", LLM_MODEL="fake",
                FLEET_PREFETCH_MULTIPLIER=str(EMBEDDING_PREFETCH_MULTIPLIER if role == "embedding"

@@ -181,8 +181,8 @@ def sweep(quick: bool, cases: str, say) -> list[Result]:
     results: list[Result] = []
     scale = 0.5 if quick else 1.0
     with harness.local_redis() as broker:
-        os.environ["FLEET_BROKER_URL"] = broker
-        os.environ["FLEET_RESULT_BACKEND"] = broker
+        os.environ["CELERY_BROKER_URL"] = broker
+        os.environ["CELERY_RESULT_BACKEND"] = broker
         if "a" in cases:
             with harness.fake_backend(latency_ms=EMBED_LATENCY_MS) as api:
                 for config in _with(SWEEP["a"], chosen["a"]):

@@ -52,7 +52,7 @@ def wait_until_answers(lab, host: str, node: str, timeout: float = 60) -> None:
         time.sleep(1)
 
 
-REDIS = ("import os, sys, redis; r = redis.Redis.from_url(os.environ['FLEET_BROKER_URL']); "
+REDIS = ("import os, sys, redis; r = redis.Redis.from_url(os.environ['CELERY_BROKER_URL']); "
          "print(r.execute_command(*sys.argv[1:]))")
 
 
