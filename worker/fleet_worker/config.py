@@ -57,10 +57,12 @@ class WorkerConfig:
 
 
 def from_environ(env=os.environ) -> WorkerConfig:
-    broker = env.get("FLEET_BROKER_URL", "redis://127.0.0.1:6379/0")
+    # Celery's own variables (Celery reads them too, celery/app/utils.py): the deploy writes
+    # them into every worker's and client's .env file
+    broker = env.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
     return WorkerConfig(
         broker_url=broker,
-        result_backend=env.get("FLEET_RESULT_BACKEND", broker),
+        result_backend=env.get("CELERY_RESULT_BACKEND", broker),
         role=env.get("FLEET_ROLE", ""),
         pool=env.get("FLEET_POOL", ""),
         concurrency=int(env.get("FLEET_CONCURRENCY", "1")),
