@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .sizing import HostPlan
+if TYPE_CHECKING:  # settings.py takes its defaults from here, and sizing.py imports settings
+    from .sizing import HostPlan
 
 # ---- on the controller --------------------------------------------------------------------
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -27,6 +29,8 @@ CONFIG_DIR = "/etc/celery-fleet"
 UNIT_DIR = "/etc/systemd/system"
 HELPER_DIR = "/usr/local/lib/celery-fleet"
 ENV_EXEC = f"{HELPER_DIR}/env-exec"  # runs a command with a worker's .env (files/env-exec)
+# what `fleet status` runs on a worker host, with the worker venv's Python, for any Celery app
+HOSTSTATUS = f"{HELPER_DIR}/fleet-hoststatus"  # files/fleet-hoststatus
 EMBEDDING_ENV = f"{CONFIG_DIR}/embedding-worker.env"
 LLM_ENV = f"{CONFIG_DIR}/llm-worker.env"
 REDIS_CONF = "/etc/redis/redis.conf"
@@ -91,7 +95,8 @@ def dropin_dir(unit: str) -> str:
 
 
 # ---- Celery -------------------------------------------------------------------------------
-# Queues of the reference worker application (worker/fleet_worker/app.py routes its tasks so)
+# Queues of the reference worker application (worker/fleet_worker/app.py routes its tasks so):
+# the defaults of the embedding_queues and llm_queues settings
 EMBEDDING_QUEUE = "embeddings"
 LLM_QUEUE = "llm"
 # Celery node names: "<kind>-<instance>@<hostname>", as `celery inspect` shows them
@@ -124,9 +129,11 @@ EXIT_RECYCLE = 75
 # ---- pinned packages ----------------------------------------------------------------------
 CELERY_VERSION = "5.7.0"
 GEVENT_VERSION = "26.9.0"
-# Installed in every worker virtualenv, whatever application the inventory names
-# (worker/pyproject.toml pins the same: tests/test_agreement.py)
+# Installed in every worker virtualenv with the application: the default of the
+# worker_requirements setting (worker/pyproject.toml pins the same: tests/test_agreement.py)
 WORKER_BASE_REQUIREMENTS = (f"celery[redis]=={CELERY_VERSION}", f"gevent=={GEVENT_VERSION}")
+# What fleet-hoststatus needs beside Celery, installed whatever the application
+STATUS_REQUIREMENTS = ("psutil>=5.9", "nvidia-ml-py>=12")
 # kombu's redis extra spelled out: pyinfra's pip.packages compares names, so "celery[redis]"
 # counts as installed once flower brought celery, and the extra never comes. One specifier
 # each: pyinfra 3.10 takes a requirement with two ("redis>=6.4.0,<9") for a package name, finds

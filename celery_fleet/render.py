@@ -111,7 +111,7 @@ def embedding_unit(h: PlannedHost) -> dict:
     plan = h.plan.embedding
     return dict(_common(h, h.settings["embedding_task_time_limit_s"], plan.memory_max_mb,
                         plan.pool, plan.concurrency),
-                env_file=layout.EMBEDDING_ENV, queues=layout.EMBEDDING_QUEUE,
+                env_file=layout.EMBEDDING_ENV, queues=",".join(h.settings["embedding_queues"]),
                 node_name=layout.unit_node_name(layout.EMBEDDING_NODE),
                 pool=plan.pool, concurrency=plan.concurrency, processes=plan.processes,
                 max_tasks_per_child=plan.max_tasks_per_child,
@@ -139,7 +139,8 @@ def llm_unit(h: PlannedHost) -> dict:
     return dict(_common(h, h.settings["llm_task_time_limit_s"], plan.memory_max_mb, plan.pool,
                         plan.concurrency),
                 env_file=layout.LLM_ENV, instance_env_file=layout.llm_instance_env("%i"),
-                queues=layout.LLM_QUEUE, node_name=layout.unit_node_name(layout.LLM_NODE),
+                queues=",".join(h.settings["llm_queues"]),
+                node_name=layout.unit_node_name(layout.LLM_NODE),
                 prefetch_multiplier=LLM_PREFETCH_MULTIPLIER, device=plan.device, pool=plan.pool)
 
 

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import layout
+
 EMBEDDING_POOLS = ("gevent", "threads", "prefork", "solo")
 LLM_CPU_POOLS = ("prefork", "solo")  # CPU inference in threads/greenlets fights the GIL and BLAS
 LLM_GPU_POOLS = ("threads", "solo")  # CUDA cannot be initialised again in a forked child
@@ -74,6 +76,17 @@ def _networks(value) -> bool:
         return all(isinstance(v, str) and ipaddress.IPv4Network(v, strict=False) for v in value)
     except ValueError:
         return False
+
+
+def _queue_names(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(x, str) and re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", x) for x in v)
+
+
+def _requirements(v: Any) -> bool:
+    # pip requirements, one each; no options (they would be passed to pip as such)
+    return isinstance(v, list) and all(_text(x) and x.strip() and not x.startswith("-")
+                                       for x in v)
 
 
 def _path_list(v: Any) -> bool:
@@ -163,6 +176,15 @@ _SETTINGS = [
             _text, "the Celery application to install (relative to the project)"),
     Setting("worker_app_module", "fleet_worker.app", "a Python module path", _text,
             "celery -A value"),
+    Setting("worker_requirements", list(layout.WORKER_BASE_REQUIREMENTS),
+            "a list of pip requirements, such as ['celery[redis]==5.4.0', 'gevent==24.11.1']",
+            _requirements, "installed with the application in the worker virtualenv: the "
+            "Celery and gevent your application was written for"),
+    Setting("embedding_queues", [layout.EMBEDDING_QUEUE], "a list of queue names (letters, "
+            "digits, _ . : -)", _queue_names,
+            "queues the embedding workers consume (your application's task routes)"),
+    Setting("llm_queues", [layout.LLM_QUEUE], "a list of queue names (letters, digits, "
+            "_ . : -)", _queue_names, "queues the LLM workers consume"),
     Setting("embedding_task_time_limit_s", 300, "a whole number of seconds >= 10",
             _int_at_least(10), "hard time limit of one embedding task; stopping the worker "
             "waits this long for running tasks (warm shutdown)"),

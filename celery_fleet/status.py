@@ -1,7 +1,7 @@
 """`fleet status`: what runs on each host, against its plan (pure: readings in, report out).
 
-The readings come from celery_fleet/status_probe.py (systemctl on every host, the worker
-venv's fleet_worker.hoststatus on worker hosts). Every difference from the plan is a line
+The readings come from celery_fleet/status_probe.py (systemctl on every host,
+files/fleet-hoststatus on worker hosts). Every difference from the plan is a line
 marked `!!` in the text and an entry of `differences`; `fleet status` exits 1 when any.
 """
 

@@ -1,10 +1,11 @@
 """`fleet status inventory/X.py`: connect to every host with pyinfra, read what runs there,
 and hand the readings to the pure report (celery_fleet/status.py). Nothing is changed.
 
-Every host: one `systemctl show` of the fleet's units. Worker hosts: the worker venv's
-`python -m fleet_worker.hoststatus` as the service user (memory with psutil, GPUs with
-pynvml); on the first worker host with `--fleet` as well (Celery's view of every worker, the
-queues, Redis's memory), so the broker is asked once.
+Every host: one `systemctl show` of the fleet's units. Worker hosts: files/fleet-hoststatus
+(installed by the deploy, whatever the application) with the worker venv's Python, as the
+service user (memory with psutil, GPUs with pynvml); on the first worker host with `--fleet`
+as well (Celery's view of every worker, the queues, Redis's memory), so the broker is asked
+once.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ UNITS_COMMAND = (
 PARALLEL_HOSTS = 32
 
 
-def _read_host(host, planned: PlannedHost, fleet_query: bool) -> tuple[status.HostReading, dict]:
+def _read_host(host, planned: PlannedHost, fleet_queues: list[str] | None
+               ) -> tuple[status.HostReading, dict]:
+    """fleet_queues: on the one host that asks the broker too, every queue the plan has."""
     settings = planned.settings
     reading = status.HostReading(host.name, planned.roles, planned.plan,
                                  fake_backend=settings["fake_openai_backend"],
@@ -48,8 +51,9 @@ def _read_host(host, planned: PlannedHost, fleet_query: bool) -> tuple[status.Ho
     if not workers:
         return reading, {}
     python = f"{layout.worker_venv(settings['install_dir'])}/bin/python"
-    command = (f"{layout.ENV_EXEC} {workers[0].env_file} {python} -m fleet_worker.hoststatus"
-               + (" --fleet" if fleet_query else "") + " "
+    command = (f"{layout.ENV_EXEC} {workers[0].env_file} {python} {layout.HOSTSTATUS}"
+               + (" --fleet" if fleet_queues is not None else "")
+               + "".join(f" --queue {shlex.quote(q)}" for q in fleet_queues or []) + " "
                + " ".join(shlex.quote(w.unit) for w in workers))
     ok, lines, errors = run_command(host, command, user=settings["service_user"])
     try:
@@ -69,6 +73,14 @@ def _read_host(host, planned: PlannedHost, fleet_query: bool) -> tuple[status.Ho
     return reading, fleet
 
 
+def planned_queues(planned: PlannedHost) -> list[str]:
+    """The queues this host's workers consume (the broker host's answer counts every queue
+    declared, and every queue a worker consumes, besides)."""
+    roles = planned.roles
+    return [*(planned.settings["embedding_queues"] if "embedding" in roles else []),
+            *(planned.settings["llm_queues"] if "llm" in roles else [])]
+
+
 class FleetProbe:
     """Connected once; `read()` as often as --watch asks."""
 
@@ -78,6 +90,8 @@ class FleetProbe:
     def read(self) -> tuple[list[status.HostReading], dict]:
         fleet_host = next((name for name, planned in self.planned.items()
                            if layout.planned_workers(planned.plan)), None)
+        queues = list(dict.fromkeys(q for planned in self.planned.values()
+                                    for q in planned_queues(planned)))
 
         def read_one(host):
             if host.name not in self.planned:
@@ -85,7 +99,8 @@ class FleetProbe:
                                           reachable=False), {}
             planned = self.planned[host.name]
             try:
-                return _read_host(host, planned, host.name == fleet_host)
+                return _read_host(host, planned,
+                                  queues if host.name == fleet_host else None)
             except Exception as error:  # the host went away during --watch: say so, go on
                 return status.HostReading(host.name, planned.roles, planned.plan,
                                           problem=f"cannot be read: {error}"[:300]), {}

@@ -41,9 +41,11 @@ def build_wheel(source: Path, build_dir: Path = BUILD_DIR) -> Path:
         build_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".building-", dir=build_dir))
         try:
+            # with build isolation: the project's own build backend (hatchling, poetry-core,
+            # setuptools ...) is fetched as its pyproject.toml says, as pip does for anyone
             result = subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                 "--quiet", "-w", str(staging), str(source.resolve())],
+                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
+                 str(staging), str(source.resolve())],
                 capture_output=True, text=True)
             built = sorted(staging.glob("*.whl"))
             if result.returncode != 0 or len(built) != 1:

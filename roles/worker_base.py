@@ -52,6 +52,9 @@ def worker_base(h: PlannedHost) -> list:
                     user="root", group="root", mode="755")
     files.put(name="Install env-exec (runs a command with a worker's .env)",
               src=str(layout.FILES_DIR / "env-exec"), dest=layout.ENV_EXEC, mode="755")
+    files.put(name="Install fleet-hoststatus (what `fleet status` reads, for any application)",
+              src=str(layout.FILES_DIR / "fleet-hoststatus"), dest=layout.HOSTSTATUS,
+              mode="755")
 
     python_venv(h, venv)
     source = Path(s["worker_app_source"])
@@ -67,6 +70,7 @@ def worker_base(h: PlannedHost) -> list:
     else:
         app = s["worker_app_source"]  # a pip requirement: name==version, URL, ...
     installed = app_installed(name="Install Celery, gevent and the worker application",
-                              venv=venv, requirements=list(layout.WORKER_BASE_REQUIREMENTS),
+                              venv=venv, requirements=[*s["worker_requirements"],
+                                                       *layout.STATUS_REQUIREMENTS],
                               app=app)
     return [installed]

@@ -24,10 +24,10 @@ def _verify(h: PlannedHost) -> None:
     _, out, _ = run_command(host, "hostname")
     hostname = "".join(out).strip()
     nodes = ",".join(w.node_prefix + hostname for w in workers)
+    # Celery's bare app (no -A): the broker from CELERY_BROKER_URL, whatever the application
     inspect = (f"{layout.ENV_EXEC} {workers[0].env_file} "
                f"{layout.worker_venv(h.settings['install_dir'])}/bin/celery "
-               f"-A {h.settings['worker_app_module']} inspect stats --json --timeout 5 "
-               f"--destination {nodes} 2>/dev/null || true")
+               f"inspect stats --json --timeout 5 --destination {nodes} 2>/dev/null || true")
 
     def problems() -> list[str]:
         found = []

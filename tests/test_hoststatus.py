@@ -1,12 +1,19 @@
-"""What `fleet status` reads on a host (fleet_worker.hoststatus): GPUs through NVML, and
+"""What `fleet status` reads on a host (files/fleet-hoststatus): GPUs through NVML, and
 nvidia-smi where the NVML library cannot be loaded."""
 
+import importlib.machinery
+import importlib.util
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from fleet_worker import hoststatus
+SCRIPT = Path(__file__).resolve().parents[1] / "files" / "fleet-hoststatus"
+_loader = importlib.machinery.SourceFileLoader("fleet_hoststatus", str(SCRIPT))
+hoststatus = importlib.util.module_from_spec(importlib.util.spec_from_loader(_loader.name,
+                                                                             _loader))
+_loader.exec_module(hoststatus)
 
 MIB = 2**20
 

@@ -254,3 +254,13 @@ def test_worker_source_digest_ignores_build_leftovers(tmp_path):
     assert source_digest(tmp_path) == before
     (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
     assert source_digest(tmp_path) != before
+
+
+def test_an_own_application_gets_its_queues_and_celerys_own_variables():
+    d = deploy_of(data={"embedding_queues": ["tj-vectors", "tj-bulk"],
+                        "llm_queues": ["tj-completions"], "worker_app_module": "textjobs.celery"})
+    unit = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(d))
+    assert "-A textjobs.celery worker" in unit and "--queues=tj-vectors,tj-bulk " in unit
+    assert "--queues=tj-completions " in render.render(f"{layout.LLM_UNIT}.j2", render.llm_unit(d))
+    env = render.render("llm-worker.env.j2", render.llm_env(d))
+    assert f'CELERY_BROKER_URL="{BROKER_URL}"' in env and "CELERY_RESULT_BACKEND=" in env

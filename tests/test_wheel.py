@@ -27,3 +27,12 @@ def test_parallel_builds_of_one_source_give_one_wheel(tmp_path):
     assert errors == []
     assert len(set(results)) == 1 and results[0].name.startswith("celery_fleet_worker-")
     assert list((tmp_path / "out").iterdir()) == [results[0].parent]  # no staging left
+
+
+def test_an_application_with_its_own_build_backend_builds(tmp_path):
+    """An operator's app built with hatchling (tests/sample_app): pip builds it in isolation,
+    with the backend its pyproject.toml names, as it would for anyone."""
+    source = tmp_path / "sample_app"
+    shutil.copytree(Path(__file__).resolve().parent / "sample_app", source)
+    wheel = build_wheel(source, tmp_path / "out")
+    assert wheel.name == "textjobs-1.0.0-py3-none-any.whl"

@@ -74,9 +74,7 @@ _groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
 for _hosts in _groups.values():
     for _name, _data in _hosts:
         _data.update({overrides!r}.get(_name, {{}}))
-brokers = _groups["brokers"]
-embedding_workers = _groups["embedding_workers"]
-llm_workers = _groups["llm_workers"]
+globals().update(_groups)  # brokers, embedding_workers, llm_workers ...
 """)
     return str(path)
 

@@ -1,0 +1,1 @@
+"""textjobs: a team's own Celery tasks (not celery-fleet's)."""
