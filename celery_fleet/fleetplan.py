@@ -113,6 +113,11 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
         if settings[host.name]["flower"] and "broker" not in host.roles:
             found.append(str(SettingsError(host.name, "flower", True, "false here: set it on "
                                            "the broker host (Flower runs beside Redis)")))
+        networks = settings[host.name]["broker_allowed_networks"]
+        if networks and "broker" not in host.roles:
+            found.append(str(SettingsError(host.name, "broker_allowed_networks", networks,
+                                           "[] here: set it on the broker host (its firewall "
+                                           "admits them)")))
         errors += found
         if not bad and not found:
             plans[host.name] = plan

@@ -22,7 +22,10 @@ TEMPLATES_DIR = PROJECT_DIR / "templates"
 FILES_DIR = PROJECT_DIR / "files"
 
 # ---- inventory groups -> roles of the plan ------------------------------------------------
-GROUP_ROLES = {"brokers": "broker", "embedding_workers": "embedding", "llm_workers": "llm"}
+# celery_clients: hosts of yours that submit tasks (a web app, a cron host): the broker admits
+# them and they get Celery's settings in CLIENT_ENV
+GROUP_ROLES = {"brokers": "broker", "embedding_workers": "embedding", "llm_workers": "llm",
+               "celery_clients": "client"}
 
 # ---- paths on the hosts -------------------------------------------------------------------
 CONFIG_DIR = "/etc/celery-fleet"
@@ -33,6 +36,8 @@ ENV_EXEC = f"{HELPER_DIR}/env-exec"  # runs a command with a worker's .env (file
 HOSTSTATUS = f"{HELPER_DIR}/fleet-hoststatus"  # files/fleet-hoststatus
 EMBEDDING_ENV = f"{CONFIG_DIR}/embedding-worker.env"
 LLM_ENV = f"{CONFIG_DIR}/llm-worker.env"
+# Outside CONFIG_DIR (which only the service user may enter): your app's user reads it
+CLIENT_ENV = "/etc/celery-fleet-client.env"
 REDIS_CONF = "/etc/redis/redis.conf"
 CA_CERT_DIR = "/usr/local/share/ca-certificates"
 

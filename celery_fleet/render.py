@@ -39,7 +39,7 @@ def redis_firewall(h: PlannedHost) -> dict:
     s = h.settings
     fleet = set(h.fleet_addresses) | {"127.0.0.1"}
     return {"table": layout.FIREWALL_TABLE, "port": s["redis_port"],
-            "allowed": ", ".join(sorted(fleet)),
+            "allowed": ", ".join(sorted(fleet | set(s["broker_allowed_networks"]))),
             "flower_port": s["flower_port"] if s["flower"] else None,
             "flower_allowed": ", ".join(sorted(fleet | set(s["flower_allowed_networks"])))}
 
@@ -105,6 +105,11 @@ def _worker_env(h: PlannedHost, role: str, pool: str, prefetch_multiplier: int,
         "memory_recycle_mb": env_quote(memory_recycle_mb(memory_max_mb)),
         "task_events": env_quote(int(h.task_events)),
     }
+
+
+def client_env(h: PlannedHost) -> dict:
+    """A host of yours that submits tasks: Celery's own variables, nothing else."""
+    return {"broker_url": env_quote(h.broker_url), "result_backend": env_quote(h.broker_url)}
 
 
 def embedding_unit(h: PlannedHost) -> dict:

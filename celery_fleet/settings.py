@@ -89,6 +89,10 @@ def _requirements(v: Any) -> bool:
                                        for x in v)
 
 
+def _account(v: Any) -> bool:
+    return _text(v) and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v) is not None
+
+
 def _path_list(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and all(isinstance(x, str) and x for x in v)
 
@@ -159,6 +163,13 @@ _SETTINGS = [
             "events"),
     Setting("flower_port", 5555, "a port number 1-65535",
             lambda v: _int_at_least(1)(v) and v <= 65535, "port Flower listens on"),
+    Setting("broker_allowed_networks", [], "a list of IPv4 addresses or networks "
+            "(10.0.0.0/24)", _networks,
+            "who may reach Redis besides the fleet's hosts and the celery_clients group "
+            "(producers celery-fleet does not manage); set on the broker host"),
+    Setting("client_user", "root", "a user name of the host (a-z, 0-9, _, -)", _account,
+            "celery_clients hosts: the user your application runs as, the owner of "
+            "/etc/celery-fleet-client.env (mode 0600)"),
     Setting("flower_allowed_networks", [], "a list of IPv4 addresses or networks "
             "(10.0.0.0/24)", _networks,
             "who may reach Flower besides the fleet's hosts (your desk, Prometheus)"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from celery_fleet import layout
 from celery_fleet.fleetplan import PlannedHost
 
+from .celery_client import celery_client, retire_client
 from .embedding_worker import embedding_worker
 from .fake_backend import fake_backend
 from .flower import flower, retire_flower
@@ -34,6 +35,10 @@ def fleet_host(h: PlannedHost) -> None:
         if "llm" in h.roles:
             changes += llm_worker(h, app_changes)
         check_workers(h, changes)
+    if "client" in h.roles:
+        celery_client(h)
+    else:
+        retire_client()
     if "embedding" not in h.roles:
         retire_worker(layout.EMBEDDING_PREFIX)
     if "llm" not in h.roles:

@@ -58,7 +58,7 @@ def test_the_roles_the_env_files_name_are_the_deploys_roles():
 
     h = planned_host(roles=("embedding", "llm"))
     written = {json.loads(embedding_env(h)["role"]), json.loads(llm_env(h)["role"])}
-    assert written == set(layout.GROUP_ROLES.values()) - {"broker"}
+    assert written == set(layout.GROUP_ROLES.values()) - {"broker", "client"}
 
 
 def test_every_variable_the_env_files_set_is_read_by_the_worker():

@@ -264,3 +264,10 @@ def test_an_own_application_gets_its_queues_and_celerys_own_variables():
     assert "--queues=tj-completions " in render.render(f"{layout.LLM_UNIT}.j2", render.llm_unit(d))
     env = render.render("llm-worker.env.j2", render.llm_env(d))
     assert f'CELERY_BROKER_URL="{BROKER_URL}"' in env and "CELERY_RESULT_BACKEND=" in env
+
+
+def test_the_broker_admits_the_networks_it_is_told_to():
+    d = replace(deploy_of(roles=("broker",), data={"broker_allowed_networks": ["192.168.7.0/24"]}),
+                fleet_addresses=("10.0.0.9", "10.0.0.30"))
+    text = render.render("redis-firewall.nft.j2", render.redis_firewall(d))
+    assert "ip saddr { 10.0.0.30, 10.0.0.9, 127.0.0.1, 192.168.7.0/24 } accept" in text

@@ -32,6 +32,7 @@ FLOWER_FILES = {layout.FLOWER_ENV, f"{UNITS}/{layout.FLOWER_UNIT}",
 CPU_HOST = planned_host(4096, 1, roles=("embedding", "llm"), name="cpu-small")
 GPU_HOST = planned_host(65536, 8, gpus=(24576, 24576), roles=("embedding", "llm"), name="gpu")
 BROKER = planned_host(8192, 2, roles=("broker",), name="broker")
+CLIENT = planned_host(1024, 1, roles=("client",), name="web", data={"client_user": "www-data"})
 ALL_IN_ONE = planned_host(16384, 4, roles=ALL_ROLES, name="one",
                           data={"flower": True, "fake_openai_backend": True})
 
@@ -41,6 +42,7 @@ FIXTURES = {
     "gpu host": (GPU_HOST, WORKER_BASE_FILES | EMBEDDING_FILES | LLM_FILES
                  | {layout.llm_instance_env("gpu0"), layout.llm_instance_env("gpu1")}),
     "broker": (BROKER, BROKER_FILES),
+    "client": (CLIENT, {layout.CLIENT_ENV}),
     "all in one": (ALL_IN_ONE, WORKER_BASE_FILES | EMBEDDING_FILES | LLM_FILES | BROKER_FILES
                    | FLOWER_FILES | {layout.llm_instance_env("cpu"), layout.FAKE_OPENAI_SCRIPT,
                                      f"{UNITS}/{layout.FAKE_OPENAI_UNIT}"}),
@@ -104,10 +106,11 @@ def test_rendered_files_are_the_renderers_and_secrets_are_private(first_runs, na
     for dest, (data, op) in files.items():
         secret = h.broker.password in str(data)
         assert secret == (dest in (layout.EMBEDDING_ENV, layout.LLM_ENV, layout.REDIS_CONF,
-                                   layout.FLOWER_ENV)), dest
-        if secret:  # 0600 for the workers' and Flower's, 0640 redis for Redis's own
+                                   layout.FLOWER_ENV, layout.CLIENT_ENV)), dest
+        if secret:  # 0600 for the workers', Flower's and the client's, 0640 redis for Redis's
             assert (op.arguments["mode"], op.arguments["user"]) in (
-                ("600", h.settings["service_user"]), ("600", "root"), ("640", "redis")), dest
+                ("600", h.settings["service_user"]), ("600", "root"), ("640", "redis"),
+                ("600", h.settings["client_user"])), dest
 
 
 def test_each_gpu_gets_its_pinned_worker_and_each_instance_runs_at_boot(first_runs):
@@ -175,3 +178,13 @@ def test_an_unknown_fact_fails_loudly_with_its_name_and_arguments():
     facts = {k: v for k, v in FRESH.items() if k != "files.File"}
     with pytest.raises(UnknownFact, match=r"files\.File\(path=/etc/systemd/system/celery-"):
         run_role(embedding_worker, CPU_HOST, [], facts=facts)
+
+
+def test_a_client_gets_celerys_own_variables_readable_by_its_apps_user(first_runs):
+    text, op = uploads(first_runs["client"])[layout.CLIENT_ENV]
+    assert f'CELERY_BROKER_URL="{CLIENT.broker_url}"' in text
+    assert f'CELERY_RESULT_BACKEND="{CLIENT.broker_url}"' in text
+    assert (op.arguments["user"], op.arguments["mode"]) == ("www-data", "600")
+    was = converged(first_runs["client"])
+    gone = run_role(fleet_host, replace(CLIENT, roles=()), facts=was)
+    assert changing(gone) == ["Remove the broker's address (the host left celery_clients)"]
