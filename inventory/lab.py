@@ -3,7 +3,7 @@
     pyinfra inventory/lab.py deploy.py
     FLEET_LAB_INSTANCE=test pyinfra inventory/lab.py fact hardware.Memory
 
-Groups: brokers, embedding_workers, llm_workers, from each lab host's roles.
+Groups: brokers, embedding_workers, llm_workers, celery_clients, from each lab host's roles.
 """
 
 import os
@@ -17,7 +17,4 @@ if not _state:
     raise SystemExit(f"inventory/lab.py: lab {_instance!r} is not up; run `fleet lab up` first "
                      "(as root), or set FLEET_LAB_INSTANCE to the lab you brought up")
 
-_groups = inventory_groups(_state)
-brokers = _groups["brokers"]
-embedding_workers = _groups["embedding_workers"]
-llm_workers = _groups["llm_workers"]
+globals().update(inventory_groups(_state))  # brokers, embedding_workers, ... celery_clients

@@ -90,6 +90,7 @@ def test_inventory_groups_follow_roles_and_pin_host_keys():
     assert [n for n, _ in groups["brokers"]] == ["broker"]
     assert [n for n, _ in groups["embedding_workers"]] == ["cpu-small", "gpu-box"]
     assert [n for n, _ in groups["llm_workers"]] == ["cpu-small", "gpu-box"]
+    assert [n for n, _ in groups["celery_clients"]] == ["app"]
     data = dict(groups["llm_workers"])["gpu-box"]
     assert data["ssh_hostname"] == "10.77.0.13" and data["ssh_user"] == "deploy"
     assert data["ssh_strict_host_key_checking"] == "yes" and data["ssh_known_hosts_file"] == "/kh"

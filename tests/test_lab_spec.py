@@ -6,8 +6,9 @@ from celery_fleet.lab.spec import (DEFAULT_HOSTS_SPEC, HostSpec, SpecError, pars
                                    place_hosts)
 
 
-def test_default_lab_is_the_three_hosts_of_the_issue():
-    broker, small, gpu = parse_hosts(DEFAULT_HOSTS_SPEC)
+def test_default_lab_is_the_three_hosts_of_the_issue_and_an_application_host():
+    broker, small, gpu, app = parse_hosts(DEFAULT_HOSTS_SPEC)
+    assert (app.name, app.groups) == ("app", ("celery_clients",))
     assert (broker.name, broker.ram_mb, broker.cores, broker.gpu_vram_mb) == ("broker", 8192, 2, ())
     assert broker.groups == ("brokers",)
     assert (small.name, small.ram_mb, small.cores) == ("cpu-small", 4096, 1)

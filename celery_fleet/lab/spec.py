@@ -28,11 +28,13 @@ ROLE_GROUPS = {role: group for group, role in GROUP_ROLES.items()}
 # A host that names no roles is a worker: it runs both kinds of worker.
 DEFAULT_ROLES = ("embedding", "llm")
 
-# The default lab of issue #2: a broker, a small CPU host and a GPU box.
+# The default lab of issue #2: a broker, a small CPU host and a GPU box; and the host of an
+# application that submits tasks (issue #11), as an operator's web server would.
 DEFAULT_HOSTS_SPEC = (
     "broker:ram=8G,cores=2,roles=broker "
     "cpu-small:ram=4G,cores=1,roles=embedding+llm "
-    "gpu-box:ram=16G,cores=2,gpus=1x24G,roles=embedding+llm"
+    "gpu-box:ram=16G,cores=2,gpus=1x24G,roles=embedding+llm "
+    "app:ram=1G,cores=1,roles=client"
 )
 
 # Host names become part of network-namespace and cgroup names and of /etc/hosts: keep them

@@ -41,7 +41,7 @@ def test_host_keys_are_unique_and_checked_strictly(lab, tmp_path):
     for line in known:
         hosts, key_type, key = line.split()
         keys_by_host.setdefault(hosts, set()).add(key)
-    assert len(keys_by_host) == 3
+    assert len(keys_by_host) == len(EXPECTED)
     all_keys = [k for keys in keys_by_host.values() for k in keys]
     assert len(all_keys) == len(set(all_keys)), "two hosts share a host key"
 

@@ -224,6 +224,7 @@ from celery_fleet.lab.inventory import inventory_groups
 
 _groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
 brokers = _groups["brokers"]
+celery_clients = _groups["celery_clients"]
 embedding_workers = _groups["embedding_workers"] + _groups["brokers"]  # one host more
 llm_workers = _groups["llm_workers"]
 """
