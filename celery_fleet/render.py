@@ -14,11 +14,9 @@ import jinja2
 
 from . import layout
 from .fleetplan import PlannedHost
-from .sizing import EMBEDDING_PREFETCH_MULTIPLIER, memory_high_mb, memory_recycle_mb
+from .sizing import (EMBEDDING_PREFETCH_MULTIPLIER, OPEN_FILES, memory_high_mb,
+                     memory_recycle_mb)
 
-# Inside the lab (and containers without CAP_SYS_RESOURCE) systemd clamps LimitNOFILE above
-# ~20000 silently (LAB.md); a gevent worker needs one socket per task in flight plus Redis's.
-OPEN_FILES = 16384
 # Stopping a worker waits for its running tasks (warm shutdown) up to their time limit, plus
 # this for Celery to ack, close connections and exit.
 STOP_MARGIN_S = 60

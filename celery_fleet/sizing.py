@@ -71,6 +71,35 @@ def visibility_timeout(all_settings: list[dict]) -> int:
     return longest + VISIBILITY_MARGIN_S
 
 
+# File descriptors of one embedding worker process. The units set LimitNOFILE=OPEN_FILES
+# (inside the lab, and containers without CAP_SYS_RESOURCE, systemd clamps more than ~20000
+# silently: LAB.md). Each task slot holds one HTTP connection while in flight, and the worker
+# keeps up to two Redis connections per slot (fleet_worker/config.py: redis_connections =
+# 2 x concurrency + 10: every slot may ack and store a result at once); the process itself
+# (Python, Celery's own sockets, pipes) takes the rest, well under 100.
+OPEN_FILES = 16384
+FILES_PER_TASK_SLOT = 3
+FILES_PER_PROCESS = 100
+
+
+def max_slots_per_process() -> int:
+    return (OPEN_FILES - FILES_PER_PROCESS) // FILES_PER_TASK_SLOT
+
+
+def refuse_what_cannot_fit(host: str, facts: HostFacts, plan: EmbeddingPlan, s: dict) -> None:
+    """Inventory values that make a plan the host cannot run: refused before any change."""
+    if s["embedding_processes"] is not None and plan.processes > facts.cores:
+        raise SettingsError(host, "embedding_processes", s["embedding_processes"],
+                            f"at most {facts.cores} on this host (one per core: more only "
+                            "take turns on the same cores)")
+    if plan.pool in IN_PROCESS_POOLS and plan.concurrency > max_slots_per_process():
+        key = "embedding_concurrency"
+        raise SettingsError(host, key, s[key], f"at most {max_slots_per_process()} tasks in "
+                            f"flight per process ({plan.processes} process(es) here): each "
+                            f"holds {FILES_PER_TASK_SLOT} connections and a process may open "
+                            f"{OPEN_FILES} files (LimitNOFILE)")
+
+
 # ---- LLM worker ---------------------------------------------------------------------------
 # SIZING.md, 8 CPU-bound inference tasks using all cores: concurrency 1 -> 0.39 tasks/s, mean
 # completion 11.5 s; 2 -> 0.28/s, 17.4 s; 4 -> 0.26/s, 23.5 s. One at a time wins both.
@@ -395,6 +424,7 @@ def plan_host(host: str, detected: HostFacts, data: dict, roles: tuple[str, ...]
     embedding = llm = redis = None
     if "embedding" in roles:
         embedding = plan_embedding(facts, settings, embedding_hosts)
+        refuse_what_cannot_fit(host, facts, embedding, settings)
     if "llm" in roles:
         llm, llm_warnings = plan_llm(host, facts, settings)
         warnings += llm_warnings

@@ -116,3 +116,18 @@ def test_the_deploy_summary_names_what_was_not_deployed():
         "--> celery-fleet: deployed 1 of 3 host(s)",
         "    [c] unreachable: not changed; deploy again once it answers SSH",
         "    [b] failed: see its errors above; the other hosts were deployed"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"embedding_concurrency": 100000},
+     "embedding_concurrency=100000 is not accepted: at most 5428 tasks in flight per process (2 "
+     "process(es) here): each holds 3 connections and a process may open 16384 files"),
+    ({"embedding_processes": 4},
+     "embedding_processes=4 is not accepted: at most 2 on this host (one per core"),
+    ({"embedding_pool": "threads", "embedding_concurrency": 20000, "embedding_processes": 2},
+     "embedding_concurrency=20000 is not accepted: at most 5428"),
+])
+def test_a_plan_the_host_cannot_run_is_refused_naming_the_key(data, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_host("h", HostFacts(8192, 2), data, ("embedding",))
+    plan_host("h", HostFacts(8192, 2), {"embedding_concurrency": 5000}, ("embedding",))
