@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import REDIS, ROOT, VENV, as_service_user, deploy, redis
+from .conftest import REDIS, ROOT, VENV, as_service_user, deploy, redis, wait_until_answers
 
 HOLD = ("from fleet_worker.tasks import worker_info; "
         "[worker_info.apply_async(queue='held-by-test') for _ in range(10)]")
@@ -115,9 +115,17 @@ def test_adopting_a_redis_that_holds_data_keeps_every_key(lab, deployed):
         assert redis(lab, "LLEN", ADOPTED) == "120"
         lab.ssh("broker", "systemctl restart redis-server")  # from our configuration's AOF
         assert redis(lab, "LLEN", ADOPTED) == "120"
-        assert redis(lab, "LINDEX", ADOPTED, "-1") == "task-1"
+        assert redis(lab, "LINDEX", ADOPTED, "-1") == "b'task-1'"  # the oldest, first in
     finally:
         if lab.ssh("broker", f"grep -c '^appendonly no' {CONF} || true").stdout.strip() != "0":
             as_before_celery_fleet(lab, keep_renames=False)
             deploy(lab)
         redis(lab, "DEL", ADOPTED)
+        wait_for_the_fleet(lab)  # Redis restarted: the next test needs every worker back
+
+
+def wait_for_the_fleet(lab) -> None:
+    for host, nodes in (("cpu-small", ("embedding-1", "llm-cpu")),
+                        ("gpu-box", ("embedding-1", "embedding-2", "llm-gpu0"))):
+        for node in nodes:
+            wait_until_answers(lab, host, f"{node}@{host}")
