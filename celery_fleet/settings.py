@@ -1,8 +1,8 @@
 """Every knob of celery-fleet, declared once: key, default, what is accepted, what it does.
 
 Inventory host data and group data only override these (`fleet plan --set KEY=VALUE` too);
-nothing else in the project carries a fallback of its own. The README's settings table is
-checked against this mapping by tests/test_readme.py.
+nothing else in the project carries a fallback of its own. The settings table of
+docs/SETTINGS.md is generated from this mapping and checked by tests/test_readme.py.
 
 A default of None means "computed by the sizing core from the host's facts" (see sizing.py).
 """
@@ -244,7 +244,7 @@ def problems(host: str, data: dict) -> list[SettingsError]:
         elif not key.startswith(FOREIGN_PREFIXES) and (
                 key.startswith(OWN_PREFIXES) or did_you_mean(key)):
             found.append(SettingsError(host, key, value, "no such setting" + did_you_mean(key)
-                                       + "; settings are listed in README.md"))
+                                       + "; settings are listed in docs/SETTINGS.md"))
     return found
 
 
@@ -277,7 +277,8 @@ def parse_cli_value(key: str, text: str) -> Any:
 
 
 def settings_table_markdown() -> str:
-    """The README's settings table, generated from this mapping (tests/test_readme.py)."""
+    """The settings table of docs/SETTINGS.md, generated from this mapping (checked by
+    tests/test_readme.py; `python -m celery_fleet.settings` writes it there)."""
     rows = ["| setting | default | accepted | what it does |", "|---|---|---|---|"]
     for s in _SETTINGS:
         default = "auto" if s.default is None else f"`{s.default!r}`"
@@ -285,15 +286,18 @@ def settings_table_markdown() -> str:
     return "\n".join(rows)
 
 
-def update_readme(path: str = "README.md") -> None:
-    """Rewrite the settings table between the README's markers: python -m celery_fleet.settings"""
+def update_readme(path=None) -> None:
+    """Rewrite the settings table between the markers of docs/SETTINGS.md (or of the file at
+    path): python -m celery_fleet.settings"""
     from pathlib import Path
 
-    readme = Path(path)
-    text = re.sub(r"(<!-- settings-table:start -->\n).*?(\n<!-- settings-table:end -->)",
-                  lambda m: m.group(1) + settings_table_markdown() + m.group(2),
-                  readme.read_text(), flags=re.S)
-    readme.write_text(text)
+    doc = Path(path) if path is not None else layout.PROJECT_DIR / "docs" / "SETTINGS.md"
+    text, found = re.subn(r"(<!-- settings-table:start -->\n).*?(\n<!-- settings-table:end -->)",
+                          lambda m: m.group(1) + settings_table_markdown() + m.group(2),
+                          doc.read_text(), flags=re.S)
+    if found != 1:
+        raise ValueError(f"{doc}: expected one pair of settings-table markers, found {found}")
+    doc.write_text(text)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every rule is a named constant with its reason; figures marked SIZING.md were measured on this
 project's machine kind with real `celery worker` processes (../shared/SIZING.md, re-measured by
-`fleet bench`, see README "Measured").
+`fleet bench`, see docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The lab: real systemd hosts (systemd-nspawn) on one Linux machine, for the demo and the
-end-to-end tests. See README.md, "The lab"."""
+end-to-end tests. See docs/LAB.md."""
 
 from .lab import DEFAULT_INSTANCE, DEFAULT_SUBNET, HostStatus, Lab, exec_ssh, lab_home
 from .spec import DEFAULT_HOSTS_SPEC, HostSpec, SpecError, parse_hosts

@@ -39,7 +39,7 @@ def reaches_redis(lab) -> bool:
 def test_a_client_host_submits_both_kinds_of_tasks_and_gets_the_results(lab, deployed):
     assert lab.ssh("app", "stat -c '%a %U' /etc/celery-fleet-client.env").stdout.split() == \
         ["600", "root"]
-    lab.ssh("app", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+    lab.ssh("app", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
                    "--no-install-recommends python3-celery python3-redis", timeout=600)
     out = lab.ssh("app", "set -a; . /etc/celery-fleet-client.env; set +a; "
                          f"python3 -c {shlex.quote(SUBMIT)}", timeout=600).stdout
