@@ -14,9 +14,10 @@ import gevent.lock
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.hardware import Cpus, Memory
 
-from .facts import NvidiaGpus
+from .facts import NvidiaGpus, RedisState
 from .fleetplan import HostInput, PlannedHost, plan_fleet, roles_of
 from .gpu import gpus_of
+from .redis_state import adoption_problem
 from .secrets import read_or_create
 from .settings import Settings, SettingsError
 from .sizing import HostFacts
@@ -75,8 +76,15 @@ def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = Fals
                         h.data.get("ssh_hostname") or h.name,
                         None if h in unreachable or not host_roles(h) else detected_facts(h))
               for h in inventory]
-    planned, errors = plan_fleet(inputs, controller_problems,
-                                 _controller_secret if with_secrets else None)
+    # a broker whose Redis we could only adopt by losing its data is refused now
+    adoption = {h.name: adoption_problem(h.name, h.get_fact(RedisState))
+                for h in inventory if h not in unreachable and "broker" in host_roles(h)}
+
+    def checks(name: str, settings: Settings, detected: HostFacts) -> list[str]:
+        return controller_problems(name, settings, detected) + [
+            problem for problem in [adoption.get(name)] if problem]
+
+    planned, errors = plan_fleet(inputs, checks, _controller_secret if with_secrets else None)
     if errors:
         raise FleetError("invalid inventory, no host was changed:\n  " + "\n  ".join(errors))
     return planned

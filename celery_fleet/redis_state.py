@@ -21,6 +21,8 @@ REDIS_STATE_COMMAND = (
     "last() { awk -v key=\"$1\" 'tolower($1) == key { v = $2 } END { print v }' \"$conf\" "
     "| tr -d \"\\\"'\"; }; "
     'echo "APPENDONLY=$(last appendonly)"; '
+    "echo \"CONFIG_RENAMED=$(awk 'tolower($1) == \"rename-command\" && toupper($2) == "
+    "\"CONFIG\" { r = \"yes\" } END { print r }' \"$conf\")\"; "
     'dir=$(last dir); file=$(last dbfilename); '
     'echo "RDB_BYTES=$(stat -c %s "${dir:-/var/lib/redis}/${file:-dump.rdb}" 2>/dev/null '
     '|| echo 0)"'
@@ -28,13 +30,15 @@ REDIS_STATE_COMMAND = (
 
 
 def parse_redis_state(lines) -> dict:
-    """-> {"installed": bool, "running": bool, "aof": bool, "rdb_bytes": int}."""
+    """-> {"installed", "running", "aof", "config_renamed": bool, "rdb_bytes": int}."""
     values = dict(line.strip().split("=", 1) for line in lines if "=" in line)
     if values.get("REDIS", "absent") == "absent":
-        return {"installed": False, "running": False, "aof": False, "rdb_bytes": 0}
+        return {"installed": False, "running": False, "aof": False, "config_renamed": False,
+                "rdb_bytes": 0}
     rdb = values.get("RDB_BYTES", "0")
     return {"installed": True, "running": values.get("REDIS") == "running",
             "aof": values.get("APPENDONLY", "").lower() == "yes",
+            "config_renamed": values.get("CONFIG_RENAMED") == "yes",
             "rdb_bytes": int(rdb) if rdb.isdigit() else 0}
 
 
@@ -43,3 +47,16 @@ def needs_live_aof_switch(state: dict) -> bool:
     snapshot): switch it live before our configuration restarts it with AOF on."""
     return state["installed"] and not state["aof"] and (state["running"]
                                                         or state["rdb_bytes"] > 0)
+
+
+def adoption_problem(host: str, state: dict) -> str | None:
+    """A Redis that holds data with AOF off and cannot be switched live (its configuration
+    renames CONFIG): refused before any host is changed, saying what to do."""
+    if needs_live_aof_switch(state) and state["config_renamed"]:
+        return (f"host {host!r}: its Redis keeps its data with AOF off, and its configuration "
+                "renames CONFIG, so celery-fleet cannot switch AOF on live without losing the "
+                "data (Redis would start from an empty AOF): run CONFIG SET appendonly yes "
+                "(under its new name), wait until INFO persistence shows "
+                "aof_rewrite_in_progress:0, set appendonly yes in its redis.conf, then deploy "
+                "again")
+    return None

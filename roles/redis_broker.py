@@ -21,6 +21,8 @@ def redis_broker(h: PlannedHost) -> list:
     before = host.get_fact(RedisState)  # read before this run changes anything
     apt.packages(name="Install Redis and nftables", packages=["redis-server", "nftables"],
                  update=True, cache_time=86400)
+    if needs_live_aof_switch(before):  # first, before anything of ours touches Redis
+        keep_data(before)
     rules = template("Render the firewall rules: only the fleet's hosts reach Redis",
                      layout.FIREWALL_RULES, mode="600", **render.redis_firewall(h))
     firewall_unit = template("Render the firewall unit", layout.unit_path(layout.FIREWALL_UNIT),
@@ -32,8 +34,6 @@ def redis_broker(h: PlannedHost) -> list:
         running=True, restarted=True, _if=any_changed(rules, firewall_unit))
     firewall = systemd.service(name="Ensure the firewall rules are loaded at boot",
                                service=layout.FIREWALL_UNIT, running=True, enabled=True)
-    if needs_live_aof_switch(before):
-        keep_data(before)
     conf = template("Configure Redis: private address, password, maxmemory, noeviction, AOF",
                     layout.REDIS_CONF, user="redis", group="redis", mode="640",
                     **render.redis_conf(h))

@@ -207,7 +207,8 @@ def _redis_state(w: World) -> dict:
     """As celery_fleet.facts.RedisState reads it: from the configuration file and the unit."""
     conf = w.files.get(REDIS_CONF, {}).get("data", b"").decode()
     return {"installed": bool(conf), "running": REDIS_UNIT in w.running,
-            "aof": "\nappendonly yes" in "\n" + conf, "rdb_bytes": 0}
+            "aof": "\nappendonly yes" in "\n" + conf, "rdb_bytes": 0,
+            "config_renamed": "\nrename-command CONFIG" in "\n" + conf}
 
 
 FRESH = facts_of(World())  # a bare Debian host: base directories, root, nothing of ours

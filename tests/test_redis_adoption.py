@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from celery_fleet import layout
-from celery_fleet.redis_state import REDIS_STATE_COMMAND, needs_live_aof_switch, \
-    parse_redis_state
+from celery_fleet.redis_state import (REDIS_STATE_COMMAND, adoption_problem,
+                                      needs_live_aof_switch, parse_redis_state)
 from hosts import planned_host
 from rolekit import FRESH, run_role
 from roles.redis_broker import redis_broker
@@ -121,11 +121,14 @@ def test_a_redis_whose_config_command_is_disabled_is_refused_and_left_alone(redi
 def test_the_state_fact_reads_the_configuration_and_the_snapshot(tmp_path):
     conf = tmp_path / "redis.conf"
     (tmp_path / "dump.rdb").write_bytes(b"x" * 42)
-    conf.write_text(f'appendonly "no"\ndir {tmp_path}\n')
+    conf.write_text(f'appendonly "no"\ndir {tmp_path}\nrename-command config ""\n')
     command = REDIS_STATE_COMMAND.replace(layout.REDIS_CONF, str(conf))
     lines = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout
     state = parse_redis_state(lines.splitlines())
     assert (state["installed"], state["aof"], state["rdb_bytes"]) == (True, False, 42)
+    assert state["config_renamed"] is True
+    assert "renames CONFIG" in adoption_problem("b", dict(state, running=True))
+    assert adoption_problem("b", dict(state, config_renamed=False)) is None
     conf.unlink()
     lines = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout
     assert parse_redis_state(lines.splitlines())["installed"] is False
@@ -144,7 +147,8 @@ def test_the_switch_runs_only_where_there_is_data_with_aof_off(state, switch):
 
 def adopted(running: bool) -> dict:
     return {**FRESH, "celery_fleet.facts.RedisState": {
-        "installed": True, "running": running, "aof": False, "rdb_bytes": 4096}}
+        "installed": True, "running": running, "aof": False, "rdb_bytes": 4096,
+        "config_renamed": False}}
 
 
 @pytest.mark.parametrize("running", [True, False])
