@@ -81,6 +81,9 @@ FAKE_OPENAI_SCRIPT = f"{HELPER_DIR}/fake-openai-server"
 REDIS_AOF_ON = f"{HELPER_DIR}/redis-aof-on"  # files/redis-aof-on: AOF on, live, data kept
 FAKE_OPENAI_PORT = 8080
 SANDBOX_DROPIN = "hardening.conf"
+# All the workers of a host as one service: `systemctl status|stop|restart celery-worker`
+WORKER_GROUP_UNIT = "celery-worker.service"
+WORKER_STATES = f"{HELPER_DIR}/worker-states"  # files/worker-states: what its status shows
 
 
 def embedding_unit_name(instance: str) -> str:

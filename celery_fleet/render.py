@@ -76,6 +76,7 @@ def _common(h: PlannedHost, time_limit_s: int, memory_max_mb: int, pool: str,
             concurrency: int) -> dict:
     recycle = memory_recycle_mb(memory_max_mb)
     return {
+        "group_unit": layout.WORKER_GROUP_UNIT,
         "service_user": h.settings["service_user"],
         "install_dir": h.settings["install_dir"],
         "venv": layout.worker_venv(h.settings["install_dir"]),
@@ -161,6 +162,13 @@ def llm_instance_env(instance) -> dict:
     """instance: one LlmInstance of the plan."""
     return {"instance": instance.name, "concurrency": env_quote(instance.concurrency),
             "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index}
+
+
+def worker_group(h: PlannedHost) -> dict:
+    workers = layout.planned_workers(h.plan)
+    return {"units": " ".join(w.unit for w in workers), "script": layout.WORKER_STATES,
+            "summary": ", ".join(f"{w.unit.removesuffix('.service')} {w.pool} x{w.concurrency}"
+                                 for w in workers)}
 
 
 def hardening(unit: str, gpu: bool) -> dict:

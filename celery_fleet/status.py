@@ -38,8 +38,9 @@ def expected_units(reading: HostReading) -> list[str]:
     units = []
     if "broker" in reading.roles:
         units += [layout.REDIS_UNIT, layout.FIREWALL_UNIT]
-    if reading.plan:
+    if reading.plan and layout.planned_workers(reading.plan):
         units += [w.unit for w in layout.planned_workers(reading.plan)]
+        units.append(layout.WORKER_GROUP_UNIT)
     if reading.flower and "broker" in reading.roles:
         units.append(layout.FLOWER_UNIT)
     if reading.fake_backend:

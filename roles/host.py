@@ -12,7 +12,7 @@ from .fake_backend import fake_backend
 from .flower import flower, retire_flower
 from .llm_worker import llm_worker
 from .redis_broker import redis_broker
-from .units import retire_worker
+from .units import retire_worker, retire_worker_group, worker_group
 from .worker_base import worker_base
 from .worker_check import check_workers
 
@@ -34,7 +34,10 @@ def fleet_host(h: PlannedHost) -> None:
             changes += embedding_worker(h, app_changes)
         if "llm" in h.roles:
             changes += llm_worker(h, app_changes)
+        worker_group(h)
         check_workers(h, changes)
+    else:
+        retire_worker_group()
     if "client" in h.roles:
         celery_client(h)
     else:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import File
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from celery_fleet import layout, render
 from celery_fleet.facts import WorkerUnits
+from celery_fleet.fleetplan import PlannedHost
 
 
 def template(name: str, dest: str, src: str | None = None, **arguments):
@@ -59,6 +61,34 @@ def retire_instances(prefix: str, keep: list[str]) -> list:
                         running=False, enabled=False)
         for unit in host.get_fact(WorkerUnits) if unit.startswith(prefix) and unit not in keep
     ]
+
+
+@deploy("This host's workers as one service (celery-worker)")
+def worker_group(h: PlannedHost) -> None:
+    """`systemctl status celery-worker` shows the host's workers; stop and restart act on all.
+    Never restarted by the deploy: restarting it restarts every worker of the host at once
+    (PartOf=), and the plan's units reach it with a daemon-reload (its Wants=)."""
+    files.put(name="Install worker-states (what systemctl status celery-worker shows)",
+              src=str(layout.FILES_DIR / "worker-states"), dest=layout.WORKER_STATES,
+              mode="755")
+    unit = template("Render celery-worker.service (the plan's workers, as one service)",
+                    layout.unit_path(layout.WORKER_GROUP_UNIT), mode="644",
+                    **render.worker_group(h))
+    systemd.daemon_reload(name="Reload systemd (celery-worker.service changed)",
+                          _if=unit.did_change)
+    systemd.service(name="Ensure celery-worker runs and starts at boot",
+                    service=layout.WORKER_GROUP_UNIT, running=True, enabled=True)
+
+
+@deploy("Remove celery-worker (no worker left on this host)")
+def retire_worker_group() -> None:
+    if not host.get_fact(File, path=layout.unit_path(layout.WORKER_GROUP_UNIT)):
+        return
+    systemd.service(name="Stop and disable celery-worker", service=layout.WORKER_GROUP_UNIT,
+                    running=False, enabled=False)
+    files.file(name="Remove celery-worker.service",
+               path=layout.unit_path(layout.WORKER_GROUP_UNIT), present=False)
+    systemd.daemon_reload(name="Reload systemd (celery-worker.service is gone)")
 
 
 @deploy("Retire workers this host no longer runs")

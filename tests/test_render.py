@@ -271,3 +271,24 @@ def test_the_broker_admits_the_networks_it_is_told_to():
                 fleet_addresses=("10.0.0.9", "10.0.0.30"))
     text = render.render("redis-firewall.nft.j2", render.redis_firewall(d))
     assert "ip saddr { 10.0.0.30, 10.0.0.9, 127.0.0.1, 192.168.7.0/24 } accept" in text
+
+
+def test_the_workers_of_a_host_are_one_service_that_passes_verify(unit_root):
+    d = deploy_of(ram_mb=65536, cores=8, gpus=(24576,), data={"install_dir": str(unit_root)})
+    group = render.render(f"{layout.WORKER_GROUP_UNIT}.j2", render.worker_group(d))
+    units = [w.unit for w in layout.planned_workers(d.plan)]
+    assert f"Wants={' '.join(units)}\n" in group and len(units) == 3
+    assert ("Description=celery-fleet workers of this host: celery-embedding-worker@1 gevent "
+            "x32, celery-embedding-worker@2 gevent x32, celery-llm-worker@gpu0 threads x4") in group
+    (unit_root / layout.WORKER_GROUP_UNIT).write_text(group)
+    for unit in units:  # the units it wants, and each is PartOf= it
+        text = render.render(f"{layout.LLM_UNIT if 'llm' in unit else layout.EMBEDDING_UNIT}.j2",
+                             render.llm_unit(d) if "llm" in unit else render.embedding_unit(d))
+        assert "PartOf=celery-worker.service\n" in text
+        (unit_root / unit).write_text(text)
+    worker_states = unit_root / "worker-states"
+    worker_states.write_text("#!/bin/sh\n")
+    worker_states.chmod(0o755)
+    (unit_root / layout.WORKER_GROUP_UNIT).write_text(group.replace(layout.WORKER_STATES,
+                                                                    str(worker_states)))
+    assert verify(unit_root / layout.WORKER_GROUP_UNIT) == ""

@@ -19,7 +19,8 @@ from roles.redis_broker import redis_broker
 UNITS = layout.UNIT_DIR
 CONF = layout.CONFIG_DIR
 VENV = layout.worker_venv("/opt/celery-fleet")
-WORKER_BASE_FILES = {f"{VENV}/pip.conf", layout.ENV_EXEC, layout.HOSTSTATUS, "<the worker wheel>"}
+WORKER_BASE_FILES = {f"{VENV}/pip.conf", layout.ENV_EXEC, layout.HOSTSTATUS, "<the worker wheel>",
+                     layout.WORKER_STATES, f"{UNITS}/{layout.WORKER_GROUP_UNIT}"}
 EMBEDDING_FILES = {f"{UNITS}/{layout.EMBEDDING_UNIT}",
                    f"{UNITS}/{layout.EMBEDDING_UNIT}.d/hardening.conf", layout.EMBEDDING_ENV}
 LLM_FILES = {f"{UNITS}/{layout.LLM_UNIT}", f"{UNITS}/{layout.LLM_UNIT}.d/hardening.conf",
@@ -136,6 +137,8 @@ def test_a_host_that_left_its_worker_groups_and_flower_has_them_retired(first_ru
         "Restart Redis (its configuration changed)",
         "Stop and disable Flower", "Remove Flower's unit", "Remove Flower's drop-ins",
         "Remove Flower's settings", "Reload systemd (Flower's unit is gone)",
+        "Stop and disable celery-worker", "Remove celery-worker.service",
+        "Reload systemd (celery-worker.service is gone)",
         "Stop and disable celery-embedding-worker@1.service (no longer in the plan)",
         "Stop and disable celery-embedding-worker@2.service (no longer in the plan)",
         "Stop and disable celery-llm-worker@cpu.service (no longer in the plan)"]
@@ -153,6 +156,9 @@ def test_a_changed_plan_restarts_exactly_the_worker_it_changes(first_runs):
         "Reload systemd (a unit file changed)",
         "Render the embedding worker's settings (0600: broker password, API key)",
         "Restart celery-embedding-worker@1.service (its files changed), one host at a time",
+        # the plan is in celery-worker's description: a reload, no restart (PartOf=)
+        "Render celery-worker.service (the plan's workers, as one service)",
+        "Reload systemd (celery-worker.service changed)",
         "Check each worker is active and runs its planned pool and concurrency"]
 
 

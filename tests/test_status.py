@@ -18,7 +18,8 @@ def worker_host(name="w1", units=None, memory=None, gpus=()):
     plan = plan_host(name, HostFacts(8192, 2, tuple(Gpu(i, 24576) for i in range(len(gpus)))),
                      {}, ("embedding", "llm"))
     llm_unit = "celery-llm-worker@gpu0.service" if gpus else "celery-llm-worker@cpu.service"
-    default_units = {u: active(u) for u in ("celery-embedding-worker@1.service", llm_unit)}
+    default_units = {u: active(u) for u in ("celery-embedding-worker@1.service", llm_unit,
+                                            "celery-worker.service")}
     return status.HostReading(
         name, ("embedding", "llm"), plan, units=default_units if units is None else units,
         hostname=name,

@@ -1,0 +1,49 @@
+"""`systemctl status celery-worker`, typed so on a worker host, shows its workers and whether
+they run; `systemctl restart|stop|start celery-worker` acts on all of them (issue #11, 3)."""
+
+import time
+
+from .conftest import wait_until_answers
+
+HOST = "cpu-small"
+WORKERS = ("celery-embedding-worker@1.service", "celery-llm-worker@cpu.service")
+
+
+def status_shows(lab, *lines: str, timeout: float = 30) -> str:
+    """systemctl status celery-worker, once it shows every line (worker-states polls)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = lab.ssh(HOST, "systemctl status celery-worker --no-pager -n 20", check=False).stdout
+        if all(line in out for line in lines) or time.monotonic() > deadline:
+            return out
+        time.sleep(1)
+
+
+def main_pids(lab) -> dict:
+    return {unit: lab.ssh(HOST, f"systemctl show -p MainPID --value {unit}").stdout.strip()
+            for unit in WORKERS}
+
+
+def test_systemctl_status_celery_worker_shows_the_hosts_workers(lab, deployed):
+    out = status_shows(lab, *(f"{unit}: active (running)" for unit in WORKERS))
+    assert "celery-worker.service - celery-fleet workers of this host: " \
+           "celery-embedding-worker@1 gevent x8, celery-llm-worker@cpu prefork x1" in out, out
+    for unit in WORKERS:
+        assert f"{unit}: active (running)" in out, out
+
+
+def test_stop_start_and_restart_celery_worker_act_on_every_worker(lab, deployed):
+    before = main_pids(lab)
+    try:
+        lab.ssh(HOST, "systemctl restart celery-worker", timeout=600)  # warm, then again
+        after = main_pids(lab)
+        assert all(after[u] not in ("0", before[u]) for u in WORKERS), (before, after)
+        lab.ssh(HOST, "systemctl stop celery-worker", timeout=600)
+        states = lab.ssh(HOST, "systemctl is-active " + " ".join(WORKERS), check=False)
+        assert states.stdout.split() == ["inactive", "inactive"]
+    finally:
+        lab.ssh(HOST, "systemctl start celery-worker")
+        for node in ("embedding-1", "llm-cpu"):
+            wait_until_answers(lab, HOST, f"{node}@{HOST}")
+    out = status_shows(lab, *(f"{unit}: active (running)" for unit in WORKERS))
+    assert all(f"{unit}: active (running)" in out for unit in WORKERS), out
