@@ -12,7 +12,7 @@ from pyinfra.operations import files
 from celery_fleet import layout, render
 from celery_fleet.fleetplan import PlannedHost
 
-from .units import template
+from .rendered import template
 
 
 @deploy("Celery client")

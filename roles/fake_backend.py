@@ -9,7 +9,7 @@ from pyinfra.operations import files, systemd
 from celery_fleet import layout, render
 from celery_fleet.fleetplan import PlannedHost
 
-from .units import template
+from .rendered import template
 
 
 @deploy("Fake OpenAI API (lab)")

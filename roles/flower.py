@@ -16,7 +16,7 @@ from celery_fleet.fleetplan import PlannedHost
 from celery_fleet.remote import run_command, wait_until_healthy
 from roles.python_env import python_venv, trust_certificates
 
-from .units import sandbox, template
+from .rendered import sandbox, template
 
 UNIT_PATH = layout.unit_path(layout.FLOWER_UNIT)
 CHECK_TIMEOUT_S = 60

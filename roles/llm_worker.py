@@ -8,7 +8,8 @@ from pyinfra.api import deploy
 from celery_fleet import layout, render
 from celery_fleet.fleetplan import PlannedHost
 
-from .units import retire_instances, run_instances, template, unit_files
+from .rendered import template
+from .units import retire_instances, run_instances, unit_files
 
 
 @deploy("LLM worker")

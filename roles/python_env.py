@@ -11,7 +11,7 @@ from pyinfra.operations.util import any_changed
 from celery_fleet import layout, render
 from celery_fleet.fleetplan import PlannedHost
 
-from .units import template
+from .rendered import template
 
 
 def trust_certificates(h: PlannedHost) -> None:

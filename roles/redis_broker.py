@@ -13,7 +13,7 @@ from celery_fleet.facts import RedisState
 from celery_fleet.fleetplan import PlannedHost
 from celery_fleet.redis_state import needs_live_aof_switch
 
-from .units import template
+from .rendered import template
 
 
 @deploy("Redis broker")

@@ -1,5 +1,5 @@
 """Worker units shared by the worker roles: render a worker's unit and sandbox, start/restart
-planned instances, retire the rest."""
+planned instances, retire the rest; the host's workers as one service (celery-worker)."""
 
 from __future__ import annotations
 
@@ -13,20 +13,7 @@ from celery_fleet import layout, render
 from celery_fleet.facts import WorkerUnits
 from celery_fleet.fleetplan import PlannedHost
 
-
-def template(name: str, dest: str, src: str | None = None, **arguments):
-    """files.template from templates/<the destination's name>.j2 (STYLE.md 6)."""
-    source = layout.TEMPLATES_DIR / (src or dest.rsplit("/", 1)[-1] + ".j2")
-    return files.template(name=name, src=str(source), dest=dest, **arguments)
-
-
-def sandbox(whose: str, unit: str, gpu: bool):
-    """The hardening drop-in of a unit (templates/hardening.conf.j2). whose: "Flower's"."""
-    files.directory(name=f"Ensure {whose} drop-in directory exists",
-                    path=layout.dropin_dir(unit), mode="755")
-    return template(f"Render {whose} sandbox (hardening drop-in)",
-                    f"{layout.dropin_dir(unit)}/{layout.SANDBOX_DROPIN}", mode="644",
-                    **render.hardening(unit, gpu=gpu))
+from .rendered import sandbox, template
 
 
 def unit_files(kind: str, unit_template: str, unit_values: dict, gpu: bool) -> list:
