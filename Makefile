@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test,bench]' -e ./worker
 	touch $@
 
-# bring the local lab up (3 real systemd hosts), deploy the fleet to it, show what runs
+# bring the local lab up (4 real systemd hosts), deploy the fleet to it, show what runs
 demo: lab
 	$(BIN)/pyinfra -y inventory/lab.py deploy.py
 	$(BIN)/fleet status inventory/lab.py

@@ -1,4 +1,4 @@
-"""Benchmark of the lab (issue #2 targets): image build, `up` of the default 3 hosts with the
+"""Benchmark of the lab (issue #2 targets): image build, `up` of the default hosts with the
 image cached, and `down`. Prints figures; asserts nothing about time.
 
     sudo .venv/bin/python benchmarks/lab_cycle.py [--cycles 5] [--build]
@@ -20,7 +20,7 @@ from pathlib import Path
 from celery_fleet.lab import DEFAULT_HOSTS_SPEC, Lab, parse_hosts
 from celery_fleet.lab.image import Image, machine_mirror
 
-TARGETS_S = {"image build": 180.0, "up (3 hosts, image cached)": 15.0, "down": 5.0}
+TARGETS_S = {"image build": 180.0, "up (default hosts, image cached)": 15.0, "down": 5.0}
 
 
 def timed(action) -> float:
@@ -46,7 +46,7 @@ def main() -> int:
     lab.up(specs)  # warm: the image is built or restored outside the timed cycles
     lab.down()
     for cycle in range(args.cycles):
-        results.setdefault("up (3 hosts, image cached)", []).append(timed(lambda: lab.up(specs)))
+        results.setdefault("up (default hosts, image cached)", []).append(timed(lambda: lab.up(specs)))
         results.setdefault("up again (no-op)", []).append(timed(lambda: lab.up(specs)))
         results.setdefault("down", []).append(timed(lab.down))
         print(f"cycle {cycle + 1}/{args.cycles}: up {results['up (3 hosts, image cached)'][-1]:.1f} s,"
