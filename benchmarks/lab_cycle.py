@@ -49,8 +49,9 @@ def main() -> int:
         results.setdefault("up (default hosts, image cached)", []).append(timed(lambda: lab.up(specs)))
         results.setdefault("up again (no-op)", []).append(timed(lambda: lab.up(specs)))
         results.setdefault("down", []).append(timed(lab.down))
-        print(f"cycle {cycle + 1}/{args.cycles}: up {results['up (default hosts, image cached)'][-1]:.1f} s,"
-              f" down {results['down'][-1]:.1f} s", file=sys.stderr)
+        up = results["up (default hosts, image cached)"][-1]
+        print(f"cycle {cycle + 1}/{args.cycles}: up {up:.1f} s, down {results['down'][-1]:.1f} s",
+              file=sys.stderr)
     print(f"\n{'phase':<30} {'runs':>4} {'min s':>7} {'median s':>9} {'max s':>7} {'target s':>9}")
     for phase, values in results.items():
         target = TARGETS_S.get(phase)
