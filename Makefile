@@ -2,7 +2,17 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo deploy plan lab down status lab-status test test-pure bench bench-lab
+.PHONY: setup packages demo deploy plan lab down status lab-status test test-pure bench bench-lab
+
+# Debian packages the lab and the tests need on this machine (root; apt only when one is
+# missing). A controller that deploys to your own servers needs none of them: `make setup`.
+HOST_PACKAGES := python3-venv systemd systemd-container debootstrap nftables zstd iproute2 \
+	openssh-client util-linux ca-certificates redis-server
+packages:
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+		| grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -22,7 +32,7 @@ deploy: setup
 plan: setup
 	$(BIN)/fleet plan inventory/lab.py
 
-lab: setup
+lab: packages setup
 	$(BIN)/fleet lab up
 
 # every unit, worker, queue and GPU of the lab's fleet against its plan
@@ -36,7 +46,7 @@ down: setup
 	$(BIN)/fleet lab down
 
 # every test: pure ones (milliseconds) and the lab ones (real hosts, ~30 s)
-test: setup
+test: packages setup
 	$(BIN)/pytest
 
 test-pure: setup
