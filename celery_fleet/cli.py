@@ -34,11 +34,16 @@ def plan_command(args) -> int:
         from .fleet import FleetError
         from .inventory_facts import plan_from_inventory  # imports pyinfra: only when needed
         try:
-            _print_plans(plan_from_inventory(args.inventory), args.json)
+            plans, unreachable = plan_from_inventory(args.inventory)
         except FleetError as error:
             print(f"fleet: {error}", file=sys.stderr)
             return 2
-        return 0
+        if plans:
+            _print_plans(plans, args.json)
+        for name in unreachable:
+            print(f"fleet: host {name!r}: cannot be reached over SSH: not planned (its facts "
+                  "are read on the host)", file=sys.stderr)
+        return 2 if unreachable else 0
     if args.ram_mb is None or args.cores is None:
         raise SettingsError("(command line)", "--ram-mb/--cores", None,
                             "give both, or an inventory file")

@@ -3,10 +3,13 @@ facts, and plan it exactly as the deploy would (nothing is changed on any host).
 
 from __future__ import annotations
 
+from .fleet import host_roles, not_in_this_run
 from .remote import connect_inventory
 from .sizing import HostPlan
 
 
-def plan_from_inventory(path: str) -> list[HostPlan]:
-    _, _, planned = connect_inventory(path)
-    return [h.plan for h in planned.values()]
+def plan_from_inventory(path: str) -> tuple[list[HostPlan], list[str]]:
+    """(the plan of every fleet host reached, the names of those that could not be)."""
+    state, inventory, planned = connect_inventory(path)
+    unreachable = sorted(h.name for h in not_in_this_run(inventory, state) if host_roles(h))
+    return [h.plan for h in planned.values()], unreachable

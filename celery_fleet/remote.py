@@ -34,7 +34,13 @@ def connect_inventory(path: str):
     with ctx_state.use(state):
         inventory = make_inventory(path, cwd=os.getcwd())
         state.init(inventory, Config())
-        connect_all(state)
+        try:
+            connect_all(state)
+        except PyinfraError:
+            if state.active_hosts:
+                raise
+            # "No hosts remaining!": none answered (pyinfra printed each, and why); the callers
+            # say which hosts they could not read, one line each
         planned: dict[str, PlannedHost] = plan_inventory(
             inventory, not_in_this_run(inventory, state))
     return state, inventory, planned

@@ -112,7 +112,7 @@ class FleetProbe:
         if not fleet:
             fleet = {"fleet_problem": f"the broker was not asked: {fleet_host} could not run "
                                       "the status command" if fleet_host else
-                                      "no worker host in the plan: the broker was not asked"}
+                                      "no worker host was reached: the broker was not asked"}
         return [reading for reading, _ in results], fleet
 
 

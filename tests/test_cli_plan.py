@@ -51,3 +51,29 @@ def test_bad_settings_exit_2_with_the_key_and_a_suggestion(capsys):
         capsys.readouterr().err
     assert cli.main(["plan", "--ram-mb", "4096", "--cores", "1", "--set", "llm_pool=gevent"]) == 2
     assert "llm_pool='gevent'" in capsys.readouterr().err
+
+
+UNREACHABLE = """
+_nobody = {"ssh_port": 1, "ssh_connect_retries": 0}  # loopback, nothing listens: refused at once
+brokers = [("ghost-broker", dict(_nobody, ssh_hostname="127.0.0.1"))]
+embedding_workers = [("ghost-worker", dict(_nobody, ssh_hostname="127.0.0.2"))]
+"""
+
+
+def test_unreachable_hosts_are_one_line_each_never_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    inventory = tmp_path / "unreachable.py"
+    inventory.write_text(UNREACHABLE)
+    plan = subprocess.run([sys.executable, "-m", "celery_fleet.cli", "plan", str(inventory)],
+                          capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 2 and "Traceback" not in plan.stderr, plan.stderr
+    assert [line for line in plan.stderr.splitlines() if line.startswith("fleet:")] == [
+        f"fleet: host {name!r}: cannot be reached over SSH: not planned (its facts are read "
+        "on the host)" for name in ("ghost-broker", "ghost-worker")]
+    status = subprocess.run([sys.executable, "-m", "celery_fleet.cli", "status", str(inventory)],
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 1 and "Traceback" not in status.stderr, status.stderr
+    assert "ghost-broker: unreachable over SSH" in status.stdout
+    assert "ghost-worker: unreachable over SSH" in status.stdout
