@@ -16,10 +16,16 @@ import click
 from pyinfra.api.state import BaseStateCallback
 
 
-def summary_lines(planned: list[str], unreachable: list[str], failed: list[str]) -> list[str]:
-    """Pure: the summary for hosts planned, unreachable before, and failed during the run."""
+def summary_lines(planned: list[str], unreachable: list[str], failed: list[str],
+                  executed: bool = True) -> list[str]:
+    """Pure: the summary for hosts planned, unreachable before, and failed during the run.
+    executed False: no operation ran (`--dry`, or the changes shown were not confirmed)."""
     deployed = [h for h in planned if h not in failed]
     total = len(planned) + len(unreachable)
+    if not executed:
+        return [f"--> celery-fleet: nothing was changed (--dry, or not confirmed); "
+                f"{len(planned)} of {total} host(s) planned"] + [
+            f"    [{h}] unreachable: not planned" for h in unreachable]
     lines = [f"--> celery-fleet: deployed {len(deployed)} of {total} host(s)"]
     lines += [f"    [{h}] unreachable: not changed; deploy again once it answers SSH"
               for h in unreachable]
@@ -59,5 +65,7 @@ class FleetSummary(BaseStateCallback):
             return
         failed = sorted(h.name for h in state.failed_hosts if h.name in self.planned)
         click.echo("", err=True)
-        for line in summary_lines(self.planned, self.unreachable, failed):
+        # pyinfra stops before running any operation on --dry, or when its prompt is refused
+        for line in summary_lines(self.planned, self.unreachable, failed,
+                                  executed=bool(self.total)):
             click.echo(line, err=True)

@@ -116,6 +116,9 @@ def test_the_deploy_summary_names_what_was_not_deployed():
         "--> celery-fleet: deployed 1 of 3 host(s)",
         "    [c] unreachable: not changed; deploy again once it answers SSH",
         "    [b] failed: see its errors above; the other hosts were deployed"]
+    assert summary_lines(["a", "b"], ["c"], [], executed=False) == [
+        "--> celery-fleet: nothing was changed (--dry, or not confirmed); 2 of 3 host(s) planned",
+        "    [c] unreachable: not planned"]
 
 
 @pytest.mark.parametrize("data, message", [
