@@ -18,7 +18,7 @@ from .facts import NvidiaGpus, RedisState
 from .fleetplan import HostInput, PlannedHost, plan_fleet, roles_of
 from .gpu import gpus_of
 from .redis_state import adoption_problem
-from .secrets import read_or_create
+from .secrets import ControllerSecrets
 from .settings import Settings, SettingsError
 from .sizing import HostFacts
 from .summary import FleetSummary
@@ -62,29 +62,27 @@ def controller_problems(host: str, settings: Settings, detected: HostFacts) -> l
     return found
 
 
-def _controller_secret(settings: Settings, name: str) -> str:
-    return read_or_create(settings["secrets_dir"], name)
-
-
 def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = False
                    ) -> dict[str, PlannedHost]:
     """{host name: PlannedHost} for every reachable fleet host; raises FleetError listing every
     bad value and the broker count problem, before anything is changed. Hosts pyinfra could
     not connect to are left out (pyinfra reports them and the run fails). Secrets are read (or
     generated) on the controller only for a deploy."""
+    redis = {h.name: h.get_fact(RedisState)
+             for h in inventory if h not in unreachable and "broker" in host_roles(h)}
     inputs = [HostInput(h.name, host_roles(h), h.data.dict(),
                         h.data.get("ssh_hostname") or h.name,
-                        None if h in unreachable or not host_roles(h) else detected_facts(h))
+                        None if h in unreachable or not host_roles(h) else detected_facts(h),
+                        redis[h.name]["password_digest"] if h.name in redis else None)
               for h in inventory]
     # a broker whose Redis we could only adopt by losing its data is refused now
-    adoption = {h.name: adoption_problem(h.name, h.get_fact(RedisState))
-                for h in inventory if h not in unreachable and "broker" in host_roles(h)}
+    adoption = {name: adoption_problem(name, state) for name, state in redis.items()}
 
     def checks(name: str, settings: Settings, detected: HostFacts) -> list[str]:
         return controller_problems(name, settings, detected) + [
             problem for problem in [adoption.get(name)] if problem]
 
-    planned, errors = plan_fleet(inputs, checks, _controller_secret if with_secrets else None)
+    planned, errors = plan_fleet(inputs, checks, ControllerSecrets() if with_secrets else None)
     if errors:
         raise FleetError("invalid inventory, no host was changed:\n  " + "\n  ".join(errors))
     return planned

@@ -9,16 +9,27 @@ once, and travel in it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from . import layout
+from .redis_state import password_digest
 from .settings import Settings, SettingsError, problems, resolve
 from .sizing import HostFacts, HostPlan, plan_host, visibility_timeout
 
 # Controller-side checks of one host (files on the controller, detected GPUs): problem lines
 ControllerChecks = Callable[[str, Settings, HostFacts], list[str]]
-# A secret kept on the controller: (the broker's settings, its file name) -> the value
-SecretStore = Callable[[Settings, str], str]
+
+
+class Secrets(Protocol):
+    """The controller's secrets (celery_fleet/secrets.py): only a deploy asks for them."""
+
+    def read(self, host: str, key: str, value: str) -> str:
+        """A secret setting's value: the secret itself, or read from the source it names
+        (secret_sources.py); raises SettingsError naming host, key and source."""
+
+    def kept(self, settings: Settings, name: str, may_create: bool) -> str | None:
+        """A password generated once and kept on the controller; None where none is kept and
+        may_create is False."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,9 @@ class HostInput:
     data: dict  # its inventory values
     ssh_address: str  # where pyinfra reaches it
     detected: HostFacts | None = None  # None: not reached in this run (or left out by --limit)
+    # the password its Redis requires now, as redis_state.password_digest; None: no Redis,
+    # no password, or not reached
+    redis_password_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,10 @@ class PlannedHost:
     visibility_timeout_s: int  # one value for the whole fleet (sizing.visibility_timeout)
     flower_password: str = ""  # a secret; on the broker, when Flower runs
     task_events: bool = False  # workers send task events (for Flower)
+    # secrets, read from their sources (the settings keep what the inventory says: a source
+    # or the key); "" where not asked for (fleet plan, fleet status) or not set
+    embedding_api_key: str = ""
+    llm_api_key: str = ""
 
     @property
     def broker_url(self) -> str:  # a secret: only ever written into 0600 files
@@ -81,10 +99,11 @@ def flower_password_name(broker: str) -> str:
 
 
 def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | None = None,
-               secrets: SecretStore | None = None) -> tuple[dict[str, PlannedHost], list[str]]:
+               secrets: Secrets | None = None) -> tuple[dict[str, PlannedHost], list[str]]:
     """({name: PlannedHost} of every reached fleet host, every problem found). Hosts not
     reached are not planned, but count where the whole fleet does (the broker's firewall, the
-    API's rate limit shared by every embedding host). secrets: None plans without them."""
+    API's rate limit shared by every embedding host). secrets: None plans without them (no
+    password, no key: `fleet plan`, `fleet status`)."""
     fleet = [h for h in hosts if h.roles]
     errors: list[str] = []
     brokers = [h for h in fleet if "broker" in h.roles]
@@ -118,6 +137,7 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
             found.append(str(SettingsError(host.name, "broker_allowed_networks", networks,
                                            "[] here: set it on the broker host (its firewall "
                                            "admits them)")))
+        found += _gpu_endpoint_problems(host.name, settings[host.name], plan)
         errors += found
         if not bad and not found:
             plans[host.name] = plan
@@ -126,13 +146,18 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
 
     broker_host = brokers[0]
     broker_settings = settings[broker_host.name]
-    password = broker_settings["redis_password"] or (
-        secrets(broker_settings, redis_password_name(broker_host.name)) if secrets else "")
+    password, flower_password, keys = "", "", {}
+    if secrets is not None:
+        password, errors = _broker_password(broker_host, broker_settings, secrets, fleet)
+        if broker_host.name in plans and broker_settings["flower"]:
+            flower_password = secrets.kept(broker_settings, flower_password_name(
+                broker_host.name), may_create=True) or ""
+        keys, key_errors = _api_keys(plans, settings, secrets)
+        errors += key_errors
+        if errors:
+            return {}, errors
     broker = Broker(private_address(broker_host, broker_settings), broker_settings["redis_port"],
                     password)
-    flower = broker_settings["flower"]
-    flower_password = secrets(broker_settings, flower_password_name(broker_host.name)) \
-        if flower and secrets else ""
     # the broker's firewall admits the whole fleet: a worker whose SSH is down (or that this
     # run leaves out with --limit) keeps its access to Redis
     addresses = tuple(sorted({private_address(h, settings[h.name]) for h in fleet}))
@@ -143,5 +168,73 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
                               visibility,
                               flower_password=flower_password if name == broker_host.name
                               else "",
-                              task_events=flower)
+                              task_events=broker_settings["flower"], **keys.get(name, {}))
             for name, plan in plans.items()}, []
+
+
+def _broker_password(broker: HostInput, settings: Settings, secrets: Secrets,
+                     fleet: list[HostInput]) -> tuple[str, list[str]]:
+    """The password every host of the run gets. A password the broker's Redis does not
+    already have reaches the workers of this run only: refused where that would lock a host
+    out of Redis (the broker or a worker left out of the run, or a second controller that does
+    not keep the first one's generated password)."""
+    configured = settings["redis_password"]
+    in_run = broker.detected is not None
+    current = broker.redis_password_digest
+    kept_at = f"{settings['secrets_dir']}/{redis_password_name(broker.name)}"
+    if configured is not None:
+        try:
+            password = secrets.read(broker.name, "redis_password", configured)
+        except SettingsError as error:
+            return "", [str(error)]
+    else:
+        # generated here only for a broker this run installs that requires no password yet
+        password = secrets.kept(settings, redis_password_name(broker.name),
+                                may_create=in_run and current is None)
+        if password is None and not in_run:
+            return "", [f"host {broker.name!r}: redis_password is not set and this controller "
+                        f"keeps no generated password ({kept_at}), while the broker is not "
+                        "part of this run (--limit, or unreachable): a new password would reach "
+                        "these workers but never Redis. Deploy with the broker in the run, or "
+                        "set redis_password to the broker's password (env:NAME, file:PATH or "
+                        "command:CMD)"]
+        if password is None:
+            return "", [f"host {broker.name!r}: its Redis already requires a password this "
+                        f"controller does not keep ({kept_at}); a new one would lock out every "
+                        "worker and producer. Copy that file from the controller that deployed "
+                        "the broker, or set redis_password to the password (env:NAME, "
+                        "file:PATH or command:CMD)"]
+    left_out = sorted(h.name for h in fleet if h.detected is None)
+    if in_run and current is not None and password_digest(password) != current and left_out:
+        return "", [f"host {broker.name!r}: this run would change the broker's Redis password, "
+                    f"and {', '.join(left_out)} not part of it would lose Redis. Change it in "
+                    "a run that reaches every fleet host (no --limit), or set redis_password "
+                    "back to the password the broker has"]
+    return password, []
+
+
+def _api_keys(plans: dict[str, HostPlan], settings: dict[str, Settings], secrets: Secrets
+              ) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """{host: {"embedding_api_key": ..., "llm_api_key": ...}} for the roles each host plays,
+    read from their sources."""
+    keys: dict[str, dict[str, str]] = {}
+    errors: list[str] = []
+    for name, plan in plans.items():
+        for key, used in (("embedding_api_key", plan.embedding), ("llm_api_key", plan.llm)):
+            if used is not None and settings[name][key]:
+                try:
+                    keys.setdefault(name, {})[key] = secrets.read(name, key, settings[name][key])
+                except SettingsError as error:
+                    errors.append(str(error))
+    return keys, errors
+
+
+def _gpu_endpoint_problems(host: str, settings: Settings, plan: HostPlan) -> list[str]:
+    urls = settings["llm_gpu_api_urls"]
+    gpu_instances = [i for i in plan.llm.instances if i.gpu_index is not None] \
+        if plan.llm is not None else []
+    if not urls or len(urls) == len(gpu_instances):
+        return []
+    return [str(SettingsError(host, "llm_gpu_api_urls", urls,
+                              f"one URL per GPU the LLM worker uses ({len(gpu_instances)} here: "
+                              f"{', '.join(i.name for i in gpu_instances) or 'none'}), or []"))]

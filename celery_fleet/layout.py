@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 if TYPE_CHECKING:  # settings.py takes its defaults from here, and sizing.py imports settings
     from .sizing import HostPlan
@@ -159,7 +160,9 @@ REDIS_DB = 0
 
 
 def redis_url(password: str, address: str, port: int) -> str:
-    return f"redis://:{password}@{address}:{port}/{REDIS_DB}"
+    # quoted: a password from a password manager may hold @ / # % ?; kombu and redis-py
+    # unquote it (kombu.utils.url.url_to_parts)
+    return f"redis://:{quote(password, safe='')}@{address}:{port}/{REDIS_DB}"
 
 
 # ---- the worker processes of a plan -------------------------------------------------------

@@ -9,7 +9,13 @@ switch AOF on with CONFIG SET on the live server first; files/redis-aof-on does 
 
 from __future__ import annotations
 
+import hashlib
+
 from .layout import REDIS_CONF, REDIS_UNIT
+
+# The password Redis requires now travels only as a salted digest: enough to tell whether a
+# deploy would change it (celery_fleet/fleetplan.py), useless in pyinfra's debug output.
+DIGEST_SALT = "celery-fleet:"
 
 # Always exits 0; one KEY=value a line. The data file is looked up where the configuration
 # puts it (dir, dbfilename), as Redis would.
@@ -23,23 +29,33 @@ REDIS_STATE_COMMAND = (
     'echo "APPENDONLY=$(last appendonly)"; '
     "echo \"CONFIG_RENAMED=$(awk 'tolower($1) == \"rename-command\" && toupper($2) == "
     "\"CONFIG\" { r = \"yes\" } END { print r }' \"$conf\")\"; "
+    'pw=$(last requirepass); if [ -n "$pw" ]; then '
+    f'echo "PASSWORD_SHA256=$(printf \'{DIGEST_SALT}%s\' "$pw" | sha256sum | cut -d" " -f1)"; '
+    'fi; '
     'dir=$(last dir); file=$(last dbfilename); '
     'echo "RDB_BYTES=$(stat -c %s "${dir:-/var/lib/redis}/${file:-dump.rdb}" 2>/dev/null '
     '|| echo 0)"'
 )
 
 
+def password_digest(password: str) -> str:
+    """What REDIS_STATE_COMMAND prints for a Redis that requires this password."""
+    return hashlib.sha256(f"{DIGEST_SALT}{password}".encode()).hexdigest()
+
+
 def parse_redis_state(lines) -> dict:
-    """-> {"installed", "running", "aof", "config_renamed": bool, "rdb_bytes": int}."""
+    """-> {"installed", "running", "aof", "config_renamed": bool, "rdb_bytes": int,
+    "password_digest": str or None (the password it requires now, as password_digest())}."""
     values = dict(line.strip().split("=", 1) for line in lines if "=" in line)
     if values.get("REDIS", "absent") == "absent":
         return {"installed": False, "running": False, "aof": False, "config_renamed": False,
-                "rdb_bytes": 0}
+                "rdb_bytes": 0, "password_digest": None}
     rdb = values.get("RDB_BYTES", "0")
     return {"installed": True, "running": values.get("REDIS") == "running",
             "aof": values.get("APPENDONLY", "").lower() == "yes",
             "config_renamed": values.get("CONFIG_RENAMED") == "yes",
-            "rdb_bytes": int(rdb) if rdb.isdigit() else 0}
+            "rdb_bytes": int(rdb) if rdb.isdigit() else 0,
+            "password_digest": values.get("PASSWORD_SHA256") or None}
 
 
 def needs_live_aof_switch(state: dict) -> bool:

@@ -130,7 +130,7 @@ def embedding_env(h: PlannedHost) -> dict:
         "concurrency": env_quote(plan.concurrency),
         "api_url": env_quote(s["embedding_api_url"]),
         "model": env_quote(s["embedding_model"]),
-        "api_key": env_quote(s["embedding_api_key"]),
+        "api_key": env_quote(h.embedding_api_key),
         # the API's limit, enforced fleet-wide by the application (fleet_worker/ratelimit.py)
         "rate_limit_per_s": env_quote(round((s["embedding_rate_limit_per_min"] or 0) / 60, 4)),
         "rate_burst": env_quote(EMBEDDING_RATE_BURST),
@@ -154,14 +154,19 @@ def llm_env(h: PlannedHost) -> dict:
         **_worker_env(h, "llm", plan.pool, LLM_PREFETCH_MULTIPLIER, s["llm_task_time_limit_s"],
                       plan.memory_max_mb),
         "api_url": env_quote(s["llm_api_url"]),
+        "api_key": env_quote(h.llm_api_key),
         "model": env_quote(s["llm_model"]),
     }
 
 
-def llm_instance_env(instance) -> dict:
-    """instance: one LlmInstance of the plan."""
+def llm_instance_env(h: PlannedHost, instance) -> dict:
+    """instance: one LlmInstance of h's plan. A GPU's own endpoint (llm_gpu_api_urls, in the
+    order of the GPU instances) overrides llm_api_url for that instance only."""
+    gpu_instances = [i.name for i in h.plan.llm.instances if i.gpu_index is not None]
+    urls = dict(zip(gpu_instances, h.settings["llm_gpu_api_urls"]))
     return {"instance": instance.name, "concurrency": env_quote(instance.concurrency),
-            "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index}
+            "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index,
+            "api_url": env_quote(urls[instance.name]) if instance.name in urls else None}
 
 
 def worker_group(h: PlannedHost) -> dict:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import layout
+from .secret_sources import ACCEPTED as SOURCE_ACCEPTED
+from .secret_sources import shown, source_of, well_formed
 
 EMBEDDING_POOLS = ("gevent", "threads", "prefork", "solo")
 LLM_CPU_POOLS = ("prefork", "solo")  # CPU inference in threads/greenlets fights the GIL and BLAS
@@ -27,7 +29,9 @@ class SettingsError(ValueError):
 
     def __init__(self, host: str, key: str, value: Any, accepted: str):
         self.host, self.key, self.value, self.accepted = host, key, value, accepted
-        super().__init__(f"host {host!r}: {key}={value!r} is not accepted: {accepted}")
+        # a secret is never printed: its source (env:NAME ...) or a mask stands for it
+        text = shown(value) if key in SETTINGS and SETTINGS[key].secret else repr(value)
+        super().__init__(f"host {host!r}: {key}={text} is not accepted: {accepted}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,13 @@ class Setting:
     accepted: str  # what a user reads when their value is refused
     check: Callable[[Any], bool]  # True when a value (already not None) is accepted
     doc: str
+    # a secret: never printed; the value may name its source instead (secret_sources.py),
+    # and `check` applies to what that source gives
+    secret: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        source = source_of(value) if self.secret else None
+        return well_formed(source) if source is not None else self.check(value)
 
 
 def _int_at_least(minimum: int) -> Callable[[Any], bool]:
@@ -93,6 +104,12 @@ def _account(v: Any) -> bool:
     return _text(v) and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v) is not None
 
 
+def _password(v: Any) -> bool:
+    # written bare into redis.conf (requirepass): no blanks, quotes or backslashes, which its
+    # parser reads as syntax; URL-quoted in the broker URL (layout.redis_url)
+    return _text(v) and len(v) >= 16 and not set(v) & set(" \t\"'\\")
+
+
 def _path_list(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and all(isinstance(x, str) and x for x in v)
 
@@ -128,8 +145,9 @@ _SETTINGS = [
             "OpenAI-compatible API base URL the embed task calls"),
     Setting("embedding_model", "text-embedding-3-small", "a model name", _text,
             "model name sent to the embeddings API"),
-    Setting("embedding_api_key", "", "a string (kept in the 0600 .env file only)", _text,
-            "API key for the embeddings API; never printed"),
+    Setting("embedding_api_key", "", f"the key (printable ASCII), or {SOURCE_ACCEPTED}", _text,
+            "API key for the embeddings API; kept in the 0600 .env file only, never printed",
+            secret=True),
     # -- LLM worker --
     Setting("llm_pool", None, f"on CPU one of {', '.join(LLM_CPU_POOLS)}; on GPU one of "
             f"{', '.join(LLM_GPU_POOLS)}", _one_of(*set(LLM_CPU_POOLS + LLM_GPU_POOLS)),
@@ -147,16 +165,25 @@ _SETTINGS = [
             "raise it if your worker app loads the model in-process)"),
     Setting("llm_api_url", "http://127.0.0.1:8080/v1", "an http(s) URL", _url,
             "OpenAI-compatible completions endpoint on the host (llama.cpp, vLLM, Ollama)"),
+    Setting("llm_gpu_api_urls", [], "a list of http(s) URLs, one per GPU the LLM worker uses "
+            "(gpu0 first), or [] for llm_api_url everywhere",
+            lambda v: isinstance(v, list) and all(_url(x) and x for x in v),
+            "GPU hosts: the endpoint each GPU's LLM worker instance calls (a server per GPU)"),
     Setting("llm_model", "default", "a model name", _text,
             "model name sent to the completions endpoint"),
+    Setting("llm_api_key", "", f"the key (printable ASCII), or {SOURCE_ACCEPTED}", _text,
+            "API key for the completions endpoint; kept in the 0600 .env file only, never "
+            "printed", secret=True),
     # -- Redis --
     Setting("redis_maxmemory_mb", None, "a whole number of MB >= 64", _int_at_least(64),
             "Redis maxmemory (default: a share of the broker's RAM)"),
     Setting("redis_port", 6379, "a port number 1-65535",
             lambda v: _int_at_least(1)(v) and v <= 65535, "port Redis listens on"),
-    Setting("redis_password", None, "16 or more printable ASCII characters, no spaces",
-            lambda v: _text(v) and len(v) >= 16 and " " not in v,
-            "broker password (default: generated once, kept on the controller, mode 0600)"),
+    Setting("redis_password", None, "16 or more printable ASCII characters without blanks, "
+            f"quotes or backslashes, or {SOURCE_ACCEPTED}", _password,
+            "broker password (default: generated once by the deploy that installs the broker, "
+            "kept in secrets_dir, mode 0600); share it in a team with env:, file: or command:",
+            secret=True),
     Setting("flower", False, "true or false", lambda v: isinstance(v, bool),
             "run Flower (Celery's web monitor, Prometheus metrics at /metrics) on the broker, "
             "on its private address, behind a generated password; workers then send task "
@@ -203,7 +230,8 @@ _SETTINGS = [
             _int_at_least(10), "hard time limit of one generation; stopping the worker waits "
             "this long for running tasks (warm shutdown)"),
     Setting("secrets_dir", ".fleet-secrets", "a directory path on the controller", _text,
-            "where the generated Redis password is kept (mode 0600)"),
+            "where the generated Redis and Flower passwords are kept (mode 0600), relative to "
+            "the directory pyinfra runs from"),
     Setting("extra_ca_certificates", [], "a list of certificate file paths on the controller",
             _path_list, "CA certificates the hosts must trust (pip behind a TLS proxy)"),
     Setting("fake_openai_backend", False, "true or false", lambda v: isinstance(v, bool),
@@ -239,7 +267,7 @@ def problems(host: str, data: dict) -> list[SettingsError]:
     for key, value in data.items():
         if key in SETTINGS:
             setting = SETTINGS[key]
-            if value is not None and not setting.check(value):
+            if value is not None and not setting.accepts(value):
                 found.append(SettingsError(host, key, value, setting.accepted))
         elif not key.startswith(FOREIGN_PREFIXES) and (
                 key.startswith(OWN_PREFIXES) or did_you_mean(key)):

@@ -17,7 +17,7 @@ def llm_worker(h: PlannedHost, app_changes: list) -> list:
     plan, user = h.plan.llm, h.settings["service_user"]
     unit, sandbox, reload = unit_files("LLM", layout.LLM_UNIT, render.llm_unit(h),
                                        gpu=plan.device == "gpu")
-    env = template("Render the LLM worker's settings (0600: broker password)", layout.LLM_ENV,
+    env = template("Render the LLM worker's settings (0600: broker password, API key)", layout.LLM_ENV,
                    user=user, group=user, mode="600", **render.llm_env(h))
     ops = [unit, sandbox, env, reload]
     units = []
@@ -25,7 +25,7 @@ def llm_worker(h: PlannedHost, app_changes: list) -> list:
         instance_env = template(
             f"Render LLM worker {instance.name}'s settings (concurrency, threads, GPU)",
             layout.llm_instance_env(instance.name), src="llm-worker@.env.j2", user=user,
-            group=user, mode="600", **render.llm_instance_env(instance))
+            group=user, mode="600", **render.llm_instance_env(h, instance))
         unit_name = layout.llm_unit_name(instance.name)
         units.append(unit_name)
         ops += [instance_env,

@@ -13,5 +13,8 @@ def planned_host(ram_mb=4096, cores=1, gpus=(), data=None, roles=ALL_ROLES, name
                  address="10.0.0.9", visibility_timeout_s=2400) -> PlannedHost:
     settings = resolve(name, data or {})
     facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
+    # the secrets a deploy would read from their sources: here the values themselves
     return PlannedHost(name, tuple(roles), plan_host(name, facts, settings, tuple(roles)),
-                       settings, address, BROKER, (address,), visibility_timeout_s)
+                       settings, address, BROKER, (address,), visibility_timeout_s,
+                       embedding_api_key=settings["embedding_api_key"],
+                       llm_api_key=settings["llm_api_key"])

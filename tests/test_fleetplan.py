@@ -2,23 +2,41 @@
 in, one PlannedHost each out, or every problem of every host at once."""
 
 from celery_fleet.fleetplan import HostInput, plan_fleet
-from celery_fleet.sizing import HostFacts
+from celery_fleet.redis_state import password_digest
+from celery_fleet.settings import SettingsError
+from celery_fleet.sizing import Gpu, HostFacts
 
 FACTS = HostFacts(8192, 2)
+GENERATED = "generated-0123456789"
 
 
-def host(name, roles, data=None, reached=True):
+def host(name, roles, data=None, reached=True, redis_password=None):
     return HostInput(name, tuple(roles), data or {}, f"10.0.0.{len(name)}",
-                     FACTS if reached else None)
+                     FACTS if reached else None,
+                     password_digest(redis_password) if redis_password else None)
+
+
+class FakeSecrets:
+    """fleetplan.Secrets: sources are "src:<value>"; kept passwords live in a dict."""
+
+    def __init__(self, kept=None):
+        self.kept_passwords = dict(kept or {})
+        self.asked = []
+
+    def read(self, host, key, value):
+        if value == "src:broken":
+            raise SettingsError(host, key, value, "the source failed")
+        return value.removeprefix("src:")
+
+    def kept(self, settings, name, may_create):
+        self.asked.append(name)
+        if name not in self.kept_passwords and may_create:
+            self.kept_passwords[name] = GENERATED
+        return self.kept_passwords.get(name)
 
 
 def test_every_host_is_planned_with_the_fleet_it_belongs_to():
-    asked = []
-
-    def secrets(settings, name):
-        asked.append(name)
-        return "generated-0123456789"
-
+    secrets = FakeSecrets()
     planned, errors = plan_fleet([
         host("broker", ["broker"], {"private_address": "10.1.0.1"}),
         host("w1", ["embedding", "llm"], {"private_address": "10.1.0.2"}),
@@ -33,16 +51,95 @@ def test_every_host_is_planned_with_the_fleet_it_belongs_to():
     # the broker admits every fleet host, reached or not, producers too
     assert w1.fleet_addresses == ("10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4")
     assert planned["web"].plan.embedding is None and planned["web"].plan.llm is None
-    assert asked == ["broker.redis_password"]  # asked once; no Flower, no Flower password
+    assert secrets.asked == ["broker.redis_password"]  # once; no Flower, no Flower password
     assert w1.visibility_timeout_s == max(4 * 300, 1800) + 60  # the longest wait, fleet-wide
 
 
 def test_without_secrets_nothing_is_generated_and_a_set_password_is_used():
     planned, _ = plan_fleet([host("b", ["broker"]), host("w", ["llm"])])
     assert planned["w"].broker.password == ""  # fleet plan / fleet status generate nothing
+    secrets = FakeSecrets()
     planned, _ = plan_fleet([host("b", ["broker"], {"redis_password": "set-by-you-0123456"})],
-                            secrets=lambda s, n: "never")
-    assert planned["b"].broker.password == "set-by-you-0123456"
+                            secrets=secrets)
+    assert planned["b"].broker.password == "set-by-you-0123456" and secrets.asked == []
+
+
+def test_a_new_password_is_only_made_for_a_broker_in_the_run_that_has_none():
+    # --limit w (the broker left out), no password kept here: refused, nothing generated
+    secrets = FakeSecrets()
+    planned, errors = plan_fleet([host("b", ["broker"], reached=False), host("w", ["llm"])],
+                                 secrets=secrets)
+    assert planned == {} and secrets.kept_passwords == {}
+    assert errors == [
+        "host 'b': redis_password is not set and this controller keeps no generated password "
+        "(.fleet-secrets/b.redis_password), while the broker is not part of this run (--limit, "
+        "or unreachable): a new password would reach these workers but never Redis. Deploy "
+        "with the broker in the run, or set redis_password to the broker's password "
+        "(env:NAME, file:PATH or command:CMD)"]
+    # the same run where this controller keeps the password: planned with it
+    planned, errors = plan_fleet([host("b", ["broker"], reached=False), host("w", ["llm"])],
+                                 secrets=FakeSecrets({"b.redis_password": "kept-0123456789abc"}))
+    assert errors == [] and planned["w"].broker.password == "kept-0123456789abc"
+
+
+def test_a_second_controller_never_replaces_the_password_the_broker_has():
+    # another operator deployed the broker: its Redis requires a password this controller
+    # does not keep
+    secrets = FakeSecrets()
+    fleet = [host("b", ["broker"], redis_password="theirs-0123456789ab"), host("w", ["llm"])]
+    planned, errors = plan_fleet(fleet, secrets=secrets)
+    assert planned == {} and secrets.kept_passwords == {}
+    assert errors[0].startswith("host 'b': its Redis already requires a password this "
+                                "controller does not keep (.fleet-secrets/b.redis_password)")
+    # the team's password from its source: planned, the broker keeps its password
+    planned, errors = plan_fleet([host("b", ["broker"], {"redis_password": "src:theirs-"
+                                                         "0123456789ab"},
+                                       redis_password="theirs-0123456789ab"),
+                                  host("w", ["llm"])], secrets=secrets)
+    assert errors == [] and planned["w"].broker.password == "theirs-0123456789ab"
+
+
+def test_changing_the_password_needs_every_fleet_host_in_the_run():
+    new = {"redis_password": "src:new-password-0123456"}
+    fleet = [host("b", ["broker"], new, redis_password="old-password-0123456"),
+             host("w1", ["llm"]), host("w2", ["embedding"], reached=False)]
+    planned, errors = plan_fleet(fleet, secrets=FakeSecrets())
+    assert planned == {} and errors == [
+        "host 'b': this run would change the broker's Redis password, and w2 not part of it "
+        "would lose Redis. Change it in a run that reaches every fleet host (no --limit), or "
+        "set redis_password back to the password the broker has"]
+    fleet[2] = host("w2", ["embedding"])
+    planned, errors = plan_fleet(fleet, secrets=FakeSecrets())
+    assert errors == [] and planned["w2"].broker.password == "new-password-0123456"
+
+
+def test_api_keys_are_read_for_the_roles_that_use_them_and_their_errors_speak():
+    secrets = FakeSecrets()
+    keys = {"embedding_api_key": "src:emb-key", "llm_api_key": "src:llm-key"}
+    planned, errors = plan_fleet([host("b", ["broker"], keys), host("e", ["embedding"], keys),
+                                  host("l", ["llm"], keys)], secrets=secrets)
+    assert errors == []
+    assert (planned["e"].embedding_api_key, planned["e"].llm_api_key) == ("emb-key", "")
+    assert (planned["l"].embedding_api_key, planned["l"].llm_api_key) == ("", "llm-key")
+    assert planned["e"].settings["embedding_api_key"] == "src:emb-key"  # the inventory's
+    _, errors = plan_fleet([host("b", ["broker"]), host("l", ["llm"], {"llm_api_key":
+                                                                        "src:broken"})],
+                           secrets=secrets)
+    # "src:" is no source the settings know: masked like a key typed in
+    assert errors == ["host 'l': llm_api_key=<hidden, 10 characters> is not accepted: the "
+                      "source failed"]
+
+
+def test_each_gpu_may_have_its_own_endpoint_one_url_per_gpu():
+    gpu_host = HostInput("g", ("llm",), {"llm_gpu_api_urls": ["http://127.0.0.1:8001/v1"]},
+                         "10.0.0.7", HostFacts(65536, 8, (Gpu(0, 24576), Gpu(1, 24576))))
+    _, errors = plan_fleet([host("b", ["broker"]), gpu_host])
+    assert errors == ["host 'g': llm_gpu_api_urls=['http://127.0.0.1:8001/v1'] is not accepted: "
+                      "one URL per GPU the LLM worker uses (2 here: gpu0, gpu1), or []"]
+    _, errors = plan_fleet([host("b", ["broker"]), host("c", ["llm"], {
+        "llm_gpu_api_urls": ["http://127.0.0.1:8001/v1"]})])
+    assert errors == ["host 'c': llm_gpu_api_urls=['http://127.0.0.1:8001/v1'] is not accepted: "
+                      "one URL per GPU the LLM worker uses (0 here: none), or []"]
 
 
 def test_every_problem_of_every_host_is_reported_at_once():

@@ -132,11 +132,12 @@ def test_units_recycle_a_worker_warm_before_the_kernel_kills_it():
 def test_llm_instances_are_pinned_to_their_gpu():
     d = deploy_of(ram_mb=65536, cores=8, gpus=(24576, 24576))
     for index, instance in enumerate(d.plan.llm.instances):
-        text = render.render("llm-worker@.env.j2", render.llm_instance_env(instance))
+        text = render.render("llm-worker@.env.j2", render.llm_instance_env(d, instance))
         assert f"CUDA_VISIBLE_DEVICES={index}\n" in text
         assert 'FLEET_CONCURRENCY="4"' in text and 'OMP_NUM_THREADS="4"' in text
     cpu = deploy_of(ram_mb=8192, cores=4)
-    text = render.render("llm-worker@.env.j2", render.llm_instance_env(cpu.plan.llm.instances[0]))
+    text = render.render("llm-worker@.env.j2",
+                         render.llm_instance_env(cpu, cpu.plan.llm.instances[0]))
     assert 'CUDA_VISIBLE_DEVICES=""' in text and 'FLEET_CONCURRENCY="1"' in text
 
 

@@ -99,7 +99,7 @@ def test_rendered_files_are_the_renderers_and_secrets_are_private(first_runs, na
         expected[layout.LLM_ENV] = render.render("llm-worker.env.j2", render.llm_env(h))
         for instance in h.plan.llm.instances:
             expected[layout.llm_instance_env(instance.name)] = render.render(
-                "llm-worker@.env.j2", render.llm_instance_env(instance))
+                "llm-worker@.env.j2", render.llm_instance_env(h, instance))
     if h.plan.redis:
         expected[layout.REDIS_CONF] = render.render("redis.conf.j2", render.redis_conf(h))
     for dest, text in expected.items():

@@ -18,10 +18,23 @@ VENV = "/opt/celery-fleet/venv/bin"
 FAKE = runpy.run_path(str(ROOT / "files" / "fake_openai_server.py"))
 
 
-def deploy(lab, inventory="inventory/lab.py", *options: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", *options, inventory,
-                             "deploy.py"],
-                            cwd=ROOT, env=lab.env(), capture_output=True, text=True, timeout=900)
+def run_pyinfra(lab, inventory: str, *options: str, env: dict | None = None):
+    return subprocess.run([sys.executable, "-m", "pyinfra", "-y", *options, inventory,
+                           "deploy.py"], cwd=ROOT, env=dict(lab.env(), **(env or {})),
+                          capture_output=True, text=True, timeout=900)
+
+
+def refused(lab, inventory="inventory/lab.py", *options: str) -> str:
+    """A deploy that must stop before any host is changed: its output."""
+    result = run_pyinfra(lab, inventory, *options)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "invalid inventory, no host was changed" in output, output[-3000:]
+    return output
+
+
+def deploy(lab, inventory="inventory/lab.py", *options: str, env: dict | None = None) -> dict:
+    result = run_pyinfra(lab, inventory, *options, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)

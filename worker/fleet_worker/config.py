@@ -35,6 +35,7 @@ class WorkerConfig:
     embedding_rate_limit_per_s: float  # shared by the whole fleet; 0: none
     embedding_rate_burst: int
     llm_api_url: str
+    llm_api_key: str
     llm_model: str
     llm_threads: int
 
@@ -74,6 +75,7 @@ def from_environ(env=os.environ) -> WorkerConfig:
         embedding_rate_limit_per_s=float(env.get("EMBEDDING_RATE_LIMIT_PER_S", "0") or 0),
         embedding_rate_burst=int(env.get("EMBEDDING_RATE_BURST", "1") or 1),
         llm_api_url=env.get("LLM_API_URL", ""),
+        llm_api_key=env.get("LLM_API_KEY", ""),
         llm_model=env.get("LLM_MODEL", ""),
         llm_threads=int(env.get("FLEET_LLM_THREADS", "1")),
         visibility_timeout_s=int(env.get("FLEET_VISIBILITY_TIMEOUT_S", "0") or 0),

@@ -81,22 +81,26 @@ def _post(task, url: str, payload: dict, headers: dict | None = None) -> dict:
     return json.loads(response.data)
 
 
+def bearer(api_key: str) -> dict:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 @app.task(bind=True, name="fleet_worker.tasks.embed")
 def embed(self, texts: list[str]) -> list[list[float]]:
     limiter = rate_limit()
     if limiter:
         limiter.acquire()
-    headers = {"Authorization": f"Bearer {config.embedding_api_key}"} \
-        if config.embedding_api_key else {}
     body = _post(self, f"{config.embedding_api_url}/embeddings",
-                 {"model": config.embedding_model, "input": texts}, headers)
+                 {"model": config.embedding_model, "input": texts},
+                 bearer(config.embedding_api_key))
     return [item["embedding"] for item in sorted(body["data"], key=lambda item: item["index"])]
 
 
 @app.task(bind=True, name="fleet_worker.tasks.generate")
 def generate(self, prompt: str, max_tokens: int = 128) -> str:
     body = _post(self, f"{config.llm_api_url}/completions",
-                 {"model": config.llm_model, "prompt": prompt, "max_tokens": max_tokens})
+                 {"model": config.llm_model, "prompt": prompt, "max_tokens": max_tokens},
+                 bearer(config.llm_api_key))
     return body["choices"][0]["text"]
 
 
