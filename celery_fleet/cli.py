@@ -4,7 +4,7 @@
     fleet plan inventory/X.py [--json]
     fleet status inventory/X.py [--json] [--watch SECONDS]
     fleet bench [--quick] [--cases abc]
-    fleet lab up [--hosts SPEC] | down | status | ssh NAME [COMMAND...]
+    fleet lab up [--hosts SPEC] [--suite bookworm|trixie] | down | status | ssh NAME [COMMAND...]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 
 from .lab import (DEFAULT_HOSTS_SPEC, DEFAULT_INSTANCE, Lab, LabError, SpecError, exec_ssh,
                   parse_hosts)
+from .lab.image import DEFAULT_SUITE, SUITES
 from .planview import format_plan
 from .settings import SettingsError, parse_cli_value
 from .sizing import ALL_ROLES, Gpu, HostFacts, plan_host
@@ -80,7 +81,8 @@ def status_command(args) -> int:
 
 
 def _lab(args) -> Lab:
-    return Lab(instance=args.instance, subnet=getattr(args, "subnet", None))
+    return Lab(instance=args.instance, subnet=getattr(args, "subnet", None),
+               suite=getattr(args, "suite", None))
 
 
 def bench_command(args) -> int:
@@ -176,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: %(default)s)")
     up.add_argument("--subnet", default=None,
                     help="private /24 for the lab bridge (default: 10.77.0.0/24)")
+    up.add_argument("--suite", default=None, choices=SUITES,
+                    help=f"the hosts' Debian release (default: the running lab's, else "
+                         f"{DEFAULT_SUITE})")
     up.set_defaults(func=lab_up)
     lab_commands.add_parser("down", help="stop every host and remove all the lab made"
                             ).set_defaults(func=lab_down)

@@ -76,3 +76,27 @@ def test_placement_gives_addresses_and_short_unique_interface_names():
 def test_spec_round_trips_through_the_state_file():
     for spec in parse_hosts(DEFAULT_HOSTS_SPEC):
         assert HostSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_hosts_apt_sources_name_its_own_release_on_this_machines_archive():
+    from celery_fleet.lab.image import sources_for
+
+    machine = ("Types: deb\nURIs: http://mirror.example/debian\n"
+               "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+               "Types: deb\nURIs: http://mirror.example/debian-security\n"
+               "Suites: bookworm-security\nComponents: main\n"
+               "# bookworm in a comment stays\n")
+    trixie = sources_for("trixie", machine, "bookworm")
+    assert "Suites: trixie trixie-updates\n" in trixie
+    assert "Suites: trixie-security\n" in trixie
+    assert trixie.count("http://mirror.example/debian") == 2  # the same archive
+    assert "# bookworm in a comment stays" in trixie
+    assert sources_for("bookworm", machine, "bookworm") == machine
+
+
+def test_the_lab_builds_only_the_supported_releases():
+    from celery_fleet.lab import Lab
+
+    with pytest.raises(SpecError, match="one of bookworm, trixie"):
+        Lab("x", suite="sid")
+    assert Lab("x", suite="trixie").image.key != Lab("x", suite="bookworm").image.key

@@ -1,4 +1,5 @@
-"""The lab's host image: a Debian bookworm root filesystem that boots systemd under nspawn.
+"""The lab's host image: a Debian root filesystem (bookworm or trixie) that boots systemd under
+nspawn.
 
 Built once with debootstrap (~1 minute), kept as a zstd tarball and as an unpacked directory
 that every host mounts read-only as the lower layer of its overlay. The cache key is a hash of
@@ -12,6 +13,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -20,7 +22,10 @@ from pathlib import Path
 
 from .system import LabError, run
 
-SUITE = "bookworm"
+# The Debian releases celery-fleet supports (README): 12 and 13. The lab builds either; its
+# hosts' apt sources name that release (the archive and apt settings stay this machine's).
+SUITES = ("bookworm", "trixie")
+DEFAULT_SUITE = "bookworm"
 # What a bare-metal Debian host has before we touch it, plus sshd, sudo and python3 (pyinfra
 # needs a POSIX shell; python3 lets the fake nvidia-smi and the deploy's checks run).
 PACKAGES = (
@@ -49,10 +54,11 @@ def machine_mirror() -> str:
 class Image:
     cache_dir: Path
     mirror: str
+    suite: str = DEFAULT_SUITE
 
     @property
     def key(self) -> str:
-        recipe = json.dumps([SUITE, PACKAGES, RECIPE_VERSION, self.mirror])
+        recipe = json.dumps([self.suite, PACKAGES, RECIPE_VERSION, self.mirror])
         return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
     @property
@@ -87,20 +93,21 @@ class Image:
 
     def _build(self, rootfs: Path, say) -> None:
         started = time.monotonic()
-        say(f"building the host image (debootstrap {SUITE}, about a minute) into {self.cache_dir}")
+        say(f"building the host image (debootstrap {self.suite}, about a minute) into "
+            f"{self.cache_dir}")
         debs = self.cache_dir / "debs"
         debs.mkdir(exist_ok=True)
         log = self.cache_dir / "debootstrap.log"
         returncode, lines = run_streaming(
             ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             f"--cache-dir={debs}", SUITE, str(rootfs), self.mirror],
+             f"--cache-dir={debs}", self.suite, str(rootfs), self.mirror],
             DebootstrapProgress(say).line, timeout_s=900)
         log.write_text("\n".join(lines) + "\n")
         if returncode != 0:
             tail = "\n".join(lines[-15:])
             raise LabError(f"debootstrap failed (exit {returncode}, log {log}):\n{tail}")
         say(f"debootstrap done in {time.monotonic() - started:.0f} s")
-        customise(rootfs)
+        customise(rootfs, self.suite)
         partial = self.tarball.with_suffix(".partial")
         run(["tar", "-C", str(rootfs), "--zstd", "-cpf", str(partial), "--numeric-owner", "."],
             timeout=300)
@@ -149,12 +156,33 @@ def run_streaming(args: list[str], on_line, timeout_s: float) -> tuple[int, list
     return process.wait(), lines
 
 
-def customise(rootfs: Path) -> None:
+def sources_for(suite: str, machine_sources: str, machine_suite: str) -> str:
+    """This machine's deb822 apt sources with its release replaced by the image's on the
+    Suites: lines (bookworm, bookworm-updates, bookworm-security -> trixie, ...): the same
+    archive, the host's own release. A trixie host with bookworm's sources installs bookworm's
+    Redis and Python packages onto trixie, or fails on their dependencies."""
+    def retarget(line: str) -> str:
+        if not line.startswith("Suites:"):
+            return line
+        return re.sub(rf"(?<![\w-]){re.escape(machine_suite)}(?=[-\s]|$)", suite, line)
+
+    return "".join(retarget(line) for line in machine_sources.splitlines(keepends=True))
+
+
+def machine_suite() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return DEFAULT_SUITE
+
+
+def customise(rootfs: Path, suite: str = DEFAULT_SUITE) -> None:
     """Make the fresh rootfs a generic host; everything per host happens later, in its overlay."""
-    # the same archive and apt settings as this machine
+    # the same archive and apt settings as this machine, for the image's release
     (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
     if os.path.exists(APT_SOURCES):
-        shutil.copy(APT_SOURCES, rootfs / "etc/apt/sources.list.d/")
+        (rootfs / "etc/apt/sources.list.d" / os.path.basename(APT_SOURCES)).write_text(
+            sources_for(suite, Path(APT_SOURCES).read_text(), machine_suite()))
     for snippet in glob.glob("/etc/apt/apt.conf.d/*"):
         target = rootfs / "etc/apt/apt.conf.d" / os.path.basename(snippet)
         if os.path.isfile(snippet) and not target.exists():

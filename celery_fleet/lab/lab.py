@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import host as hostlib
 from . import network
-from .image import Image, machine_mirror
+from .image import DEFAULT_SUITE, SUITES, Image, machine_mirror
 from .spec import HostSpec, LabHost, SpecError, place_hosts
 from .system import (LabError, LabUnavailable, ensure_host_tools, mounts_under, run,
                      why_unavailable)
@@ -57,10 +57,13 @@ class HostStatus:
 
 class Lab:
     def __init__(self, instance: str = DEFAULT_INSTANCE, subnet: str | None = None,
-                 home: Path | None = None, say=None):
+                 home: Path | None = None, say=None, suite: str | None = None):
         if not INSTANCE_RE.match(instance):
             raise SpecError(f"lab instance {instance!r}: use 1-8 characters a-z and 0-9, "
                             "starting with a letter")
+        if suite is not None and suite not in SUITES:
+            raise SpecError(f"--suite {suite!r}: one of {', '.join(SUITES)} (Debian 12, 13)")
+        self._suite = suite  # None: the running lab's, or DEFAULT_SUITE
         self.instance = instance
         self.home = Path(home) if home else lab_home()
         self.dir = self.home / instance
@@ -69,10 +72,17 @@ class Lab:
         self.ssh_key = self.dir / "ssh" / "id_ed25519"
         self.known_hosts = self.dir / "ssh" / "known_hosts"
         self.saved_ip_forward = self.home / "ip_forward.orig"
-        self.image = Image(self.home / "image", machine_mirror())
         self._subnet = subnet
         self._started = time.monotonic()
         self._say = say
+
+    @property
+    def suite(self) -> str:
+        return self._suite or (self.load_state() or {}).get("suite", DEFAULT_SUITE)
+
+    @property
+    def image(self) -> Image:
+        return Image(self.home / "image", machine_mirror(), self.suite)
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -125,12 +135,16 @@ class Lab:
         with self._locked():
             state = self.load_state()
             requested = [spec.to_dict() for spec in specs]
-            if state and [h["spec"] for h in state["hosts"]] != requested:
+            # no --suite: the release the lab runs already (or the default)
+            self._suite = self._suite or (state or {}).get("suite", DEFAULT_SUITE)
+            if state and ([h["spec"] for h in state["hosts"]] != requested
+                          or state.get("suite", DEFAULT_SUITE) != self._suite):
                 running = [h["spec"]["name"] for h in state["hosts"] if self.host_running(
                     h["spec"]["name"])]
                 if running:
                     raise LabError(
-                        f"lab {self.instance!r} is up with other hosts ({', '.join(running)}): "
+                        f"lab {self.instance!r} is up with other hosts or another Debian "
+                        f"release ({state.get('suite', DEFAULT_SUITE)}: {', '.join(running)}): "
                         "run `fleet lab down` first, or use another --instance")
                 self._teardown(state)
                 state = None
@@ -156,7 +170,8 @@ class Lab:
 
         hosts = place_hosts(specs, subnet, self.instance)
         previous = {h["spec"]["name"]: h for h in (old or {}).get("hosts", [])}
-        state = {"instance": self.instance, "subnet": subnet, "image": self.image.key,
+        state = {"instance": self.instance, "subnet": subnet, "suite": self.suite,
+                 "image": self.image.key,
                  "ssh_key": str(self.ssh_key), "known_hosts": str(self.known_hosts),
                  "hosts": []}
         public_key = self.ssh_key.with_suffix(".pub").read_text()

@@ -5,9 +5,11 @@
     def test_something(lab):
         assert lab.ssh("broker", "systemctl is-system-running").stdout.strip() == "running"
 
-The `lab` fixture brings the default lab (broker, cpu-small, gpu-box) up once per test session
-as instance "test" on 10.77.1.0/24, apart from a developer's own `fleet lab up`, and down at the
-end. Where the machine cannot run a lab (no root, no nspawn) the tests that use it are skipped
+The `lab` fixture brings the default lab (broker, cpu-small, gpu-box, app) up once per test
+session and Debian release, apart from a developer's own `fleet lab up`, and down at the end:
+every lab test runs on Debian 12 (instance "test", 10.77.1.0/24), then on Debian 13 (instance
+"test13", 10.77.3.0/24). FLEET_LAB_SUITES=bookworm runs one release only (a quicker local run;
+CI runs both). Where the machine cannot run a lab (no root, no nspawn) the tests that use it are skipped
 with the reason, or fail if FLEET_LAB_REQUIRED=1 (CI sets it: a skipped lab is not a pass).
 FLEET_LAB_KEEP=1 leaves the lab up after the session, for debugging (inventory:
 FLEET_LAB_INSTANCE=test pyinfra inventory/lab.py ...).
@@ -22,9 +24,21 @@ from dataclasses import dataclass
 import pytest
 
 from . import DEFAULT_HOSTS_SPEC, Lab, parse_hosts, why_unavailable
+from .image import SUITES
 
 TEST_INSTANCE = "test"
 TEST_SUBNET = "10.77.1.0/24"
+# the other releases' labs: their own instance and subnet, so a kept lab of each survives
+OTHER_SUITES = {"trixie": ("test13", "10.77.3.0/24")}
+
+
+def lab_suites() -> list[str]:
+    wanted = os.environ.get("FLEET_LAB_SUITES", ",".join(SUITES)).replace(",", " ").split()
+    unknown = sorted(set(wanted) - set(SUITES))
+    if unknown or not wanted:
+        raise pytest.UsageError(f"FLEET_LAB_SUITES={os.environ.get('FLEET_LAB_SUITES')!r}: "
+                                f"one or more of {', '.join(SUITES)}")
+    return [suite for suite in SUITES if suite in wanted]
 
 
 @dataclass
@@ -65,11 +79,15 @@ def require_lab() -> None:
         pytest.skip(f"lab unavailable: {reason}")
 
 
-@pytest.fixture(scope="session")
-def lab():
+@pytest.fixture(scope="session", params=lab_suites())
+def lab(request):
     require_lab()
-    instance = Lab(instance=os.environ.get("FLEET_LAB_TEST_INSTANCE", TEST_INSTANCE),
-                   subnet=os.environ.get("FLEET_LAB_TEST_SUBNET", TEST_SUBNET))
+    suite = request.param
+    name, subnet = OTHER_SUITES.get(suite, (TEST_INSTANCE, TEST_SUBNET))
+    if suite not in OTHER_SUITES:
+        name = os.environ.get("FLEET_LAB_TEST_INSTANCE", name)
+        subnet = os.environ.get("FLEET_LAB_TEST_SUBNET", subnet)
+    instance = Lab(instance=name, subnet=subnet, suite=suite)
     state = instance.up(parse_hosts(DEFAULT_HOSTS_SPEC))
     yield RunningLab(instance, state)
     if os.environ.get("FLEET_LAB_KEEP") != "1":

@@ -91,6 +91,19 @@ def test_apt_reaches_the_debian_archive(lab):
     assert re.search(r"Candidate: \d", policy), policy
 
 
+def test_hosts_run_the_labs_debian_release_with_its_own_apt_sources(lab):
+    suite = lab.state["suite"]
+    for name in ("broker", "app"):
+        assert lab.ssh(name, ". /etc/os-release; echo $VERSION_CODENAME").stdout.strip() == suite
+        suites = lab.ssh(name, "grep -h '^Suites:' /etc/apt/sources.list.d/*.sources").stdout
+        assert suites.split() == ["Suites:", suite, f"{suite}-updates", "Suites:",
+                                  f"{suite}-security"], suites
+    other = next(s for s in ("bookworm", "trixie") if s != suite)
+    from celery_fleet.lab import LabError
+    with pytest.raises(LabError, match="another Debian release"):
+        Lab(lab.instance, suite=other).up(parse_hosts(DEFAULT_HOSTS_SPEC))
+
+
 def test_status_reports_each_host_running_at_its_simulated_size(lab):
     statuses = {s.name: s for s in lab.lab.status()}
     assert set(statuses) == set(EXPECTED)
