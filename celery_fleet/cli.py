@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="what runs on every host of an inventory, "
                                  "against its plan: units, pools, tasks, queues, memory, GPUs "
-                                 "(exit 1 on any difference)")
+                                 "(exit 1 on any difference, 2 when a host cannot be "
+                                 "reached)")
     status.add_argument("inventory", help="a pyinfra inventory file")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--watch", type=float, metavar="SECONDS",

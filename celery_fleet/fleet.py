@@ -14,6 +14,7 @@ import gevent.lock
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.hardware import Cpus, Memory
 
+from . import layout
 from .facts import NvidiaGpus, RedisState
 from .fleetplan import HostInput, PlannedHost, plan_fleet, roles_of
 from .gpu import gpus_of
@@ -30,6 +31,10 @@ class FleetError(PyinfraError):
 
 def host_roles(host) -> tuple[str, ...]:
     return roles_of(host.groups)
+
+
+def is_retired(host) -> bool:
+    return layout.RETIRED_GROUP in host.groups
 
 
 def detected_facts(host) -> HostFacts:
@@ -68,15 +73,18 @@ def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = Fals
     bad value and the broker count problem, before anything is changed. Hosts pyinfra could
     not connect to are left out (pyinfra reports them and the run fails). Secrets are read (or
     generated) on the controller only for a deploy."""
-    redis = {h.name: h.get_fact(RedisState)
-             for h in inventory if h not in unreachable and "broker" in host_roles(h)}
+    redis = {h.name: h.get_fact(RedisState) for h in inventory if h not in unreachable
+             and ("broker" in host_roles(h) or is_retired(h))}
     inputs = [HostInput(h.name, host_roles(h), h.data.dict(),
                         h.data.get("ssh_hostname") or h.name,
                         None if h in unreachable or not host_roles(h) else detected_facts(h),
-                        redis[h.name]["password_digest"] if h.name in redis else None)
+                        redis[h.name]["password_digest"] if h.name in redis else None,
+                        retired=is_retired(h),
+                        runs_our_redis=h.name in redis and redis[h.name]["ours"])
               for h in inventory]
     # a broker whose Redis we could only adopt by losing its data is refused now
-    adoption = {name: adoption_problem(name, state) for name, state in redis.items()}
+    adoption = {name: adoption_problem(name, state) for name, state in redis.items()
+                if name in {h.name for h in inputs if "broker" in h.roles}}
 
     def checks(name: str, settings: Settings, detected: HostFacts) -> list[str]:
         return controller_problems(name, settings, detected) + [

@@ -43,6 +43,8 @@ class HostInput:
     # the password its Redis requires now, as redis_state.password_digest; None: no Redis,
     # no password, or not reached
     redis_password_digest: str | None = None
+    retired: bool = False  # in the `retired` group: leaves the fleet (roles/retire.py)
+    runs_our_redis: bool = False  # its Redis runs celery-fleet's configuration
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,8 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
     reached are not planned, but count where the whole fleet does (the broker's firewall, the
     API's rate limit shared by every embedding host). secrets: None plans without them (no
     password, no key: `fleet plan`, `fleet status`)."""
-    fleet = [h for h in hosts if h.roles]
-    errors: list[str] = []
+    fleet = [h for h in hosts if h.roles and not h.retired]
+    errors: list[str] = retirement_problems(hosts)
     brokers = [h for h in fleet if "broker" in h.roles]
     if len(brokers) != 1:
         errors.append(f"the brokers group must hold exactly one host (the Redis broker), "
@@ -170,6 +172,24 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
                               else "",
                               task_events=broker_settings["flower"], **keys.get(name, {}))
             for name, plan in plans.items()}, []
+
+
+def retirement_problems(hosts: list[HostInput]) -> list[str]:
+    """A host in `retired` leaves the fleet whole, and never with the queues: its settings are
+    checked like any host's (they say what to remove: install_dir, service_user)."""
+    errors: list[str] = []
+    for host in (h for h in hosts if h.retired):
+        groups = [group for group, role in layout.GROUP_ROLES.items() if role in host.roles]
+        if groups:
+            errors.append(f"host {host.name!r} is in {layout.RETIRED_GROUP} and in "
+                          f"{', '.join(groups)}: a host leaving the fleet is in no other group")
+        errors += [str(error) for error in problems(host.name, host.data)]
+        if host.runs_our_redis:
+            errors.append(f"host {host.name!r} runs the fleet's Redis: retiring it would lose "
+                          "every queued task. Move the broker first (another host in brokers, "
+                          "deploy, let this Redis drain: redis-cli LLEN on each queue), then "
+                          "remove Redis by hand (apt purge redis-server) and retire the host")
+    return errors
 
 
 def _broker_password(broker: HostInput, settings: Settings, secrets: Secrets,

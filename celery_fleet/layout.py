@@ -27,6 +27,8 @@ FILES_DIR = PROJECT_DIR / "files"
 # them and they get Celery's settings in CLIENT_ENV
 GROUP_ROLES = {"brokers": "broker", "embedding_workers": "embedding", "llm_workers": "llm",
                "celery_clients": "client"}
+# a host leaving the fleet: everything of ours is removed from it (roles/retire.py)
+RETIRED_GROUP = "retired"
 
 # ---- paths on the hosts -------------------------------------------------------------------
 CONFIG_DIR = "/etc/celery-fleet"
@@ -41,6 +43,7 @@ LLM_ENV = f"{CONFIG_DIR}/llm-worker.env"
 CLIENT_ENV = "/etc/celery-fleet-client.env"
 REDIS_CONF = "/etc/redis/redis.conf"
 CA_CERT_DIR = "/usr/local/share/ca-certificates"
+CA_CERT_PREFIX = "celery-fleet-"  # extra_ca_certificates land as celery-fleet-NAME.crt
 
 
 def worker_venv(install_dir: str) -> str:

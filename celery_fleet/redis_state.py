@@ -16,6 +16,7 @@ from .layout import REDIS_CONF, REDIS_UNIT
 # The password Redis requires now travels only as a salted digest: enough to tell whether a
 # deploy would change it (celery_fleet/fleetplan.py), useless in pyinfra's debug output.
 DIGEST_SALT = "celery-fleet:"
+OUR_MARK = "Rendered by celery-fleet"  # the first line of templates/redis.conf.j2
 
 # Always exits 0; one KEY=value a line. The data file is looked up where the configuration
 # puts it (dir, dbfilename), as Redis would.
@@ -24,6 +25,7 @@ REDIS_STATE_COMMAND = (
     'if [ ! -f "$conf" ]; then echo REDIS=absent; exit 0; fi; '
     f"if systemctl is-active --quiet {REDIS_UNIT}; then echo REDIS=running; "
     "else echo REDIS=stopped; fi; "
+    f'if head -n 1 "$conf" | grep -q "{OUR_MARK}"; then echo OURS=yes; fi; '
     "last() { awk -v key=\"$1\" 'tolower($1) == key { v = $2 } END { print v }' \"$conf\" "
     "| tr -d \"\\\"'\"; }; "
     'echo "APPENDONLY=$(last appendonly)"; '
@@ -45,17 +47,19 @@ def password_digest(password: str) -> str:
 
 def parse_redis_state(lines) -> dict:
     """-> {"installed", "running", "aof", "config_renamed": bool, "rdb_bytes": int,
-    "password_digest": str or None (the password it requires now, as password_digest())}."""
+    "password_digest": str or None (the password it requires now, as password_digest()),
+    "ours": its configuration is celery-fleet's}."""
     values = dict(line.strip().split("=", 1) for line in lines if "=" in line)
     if values.get("REDIS", "absent") == "absent":
         return {"installed": False, "running": False, "aof": False, "config_renamed": False,
-                "rdb_bytes": 0, "password_digest": None}
+                "rdb_bytes": 0, "password_digest": None, "ours": False}
     rdb = values.get("RDB_BYTES", "0")
     return {"installed": True, "running": values.get("REDIS") == "running",
             "aof": values.get("APPENDONLY", "").lower() == "yes",
             "config_renamed": values.get("CONFIG_RENAMED") == "yes",
             "rdb_bytes": int(rdb) if rdb.isdigit() else 0,
-            "password_digest": values.get("PASSWORD_SHA256") or None}
+            "password_digest": values.get("PASSWORD_SHA256") or None,
+            "ours": values.get("OURS") == "yes"}
 
 
 def needs_live_aof_switch(state: dict) -> bool:

@@ -116,6 +116,14 @@ class FleetProbe:
         return [reading for reading, _ in results], fleet
 
 
+def exit_status(readings, report) -> int:
+    """0: every host runs its plan; 1: a difference; 2: a host could not be asked at all (as
+    `fleet plan` exits for it: nothing is known of that host)."""
+    if any(not reading.reachable for reading in readings):
+        return 2
+    return 1 if report["differences"] else 0
+
+
 def run(inventory_path: str, as_json: bool, watch_s: float | None, out=print) -> int:
     probe = FleetProbe(inventory_path)
     previous = None
@@ -132,7 +140,7 @@ def run(inventory_path: str, as_json: bool, watch_s: float | None, out=print) ->
         else:
             out(status.format_report(report, when))
         if watch_s is None:
-            return 1 if report["differences"] else 0
+            return exit_status(readings, report)
         previous = previous or report  # memory change since the first reading
         if stop.wait(watch_s):
             return 0

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import FindFiles
+from pyinfra.facts.files import File, FindFiles
 from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
 
 from celery_fleet import layout
 from celery_fleet.settings import Settings
@@ -21,8 +22,9 @@ from .celery_client import retire_client
 from .flower import retire_flower
 from .units import retire_worker, retire_worker_group
 
-# units of ours beside the workers', each with its drop-ins
-OTHER_UNITS = (layout.FAKE_OPENAI_UNIT,)
+# units of ours beside the workers', each with its drop-ins; stopping the firewall's deletes
+# its nftables table (a former broker whose Redis was removed by hand)
+OTHER_UNITS = (layout.FAKE_OPENAI_UNIT, layout.FIREWALL_UNIT)
 
 
 @deploy("Retire this host from the fleet")
@@ -33,20 +35,22 @@ def retire_host(settings: Settings) -> None:
     retire_flower()
     retire_client()
     for unit in OTHER_UNITS:
-        if host.get_fact(FindFiles, path=layout.UNIT_DIR, quote_path=True, name=unit):
+        if host.get_fact(File, path=layout.unit_path(unit)):
             systemd.service(name=f"Stop and disable {unit}", service=unit, running=False,
                             enabled=False)
+    removed = []
     for unit in (layout.EMBEDDING_UNIT, layout.LLM_UNIT, *OTHER_UNITS):
-        files.file(name=f"Remove {unit}", path=layout.unit_path(unit), present=False)
-        files.directory(name=f"Remove {unit}'s drop-ins", path=layout.dropin_dir(unit),
-                        present=False)
-    systemd.daemon_reload(name="Reload systemd (our units are gone)")
+        removed.append(files.file(name=f"Remove {unit}", path=layout.unit_path(unit),
+                                  present=False))
+        removed.append(files.directory(name=f"Remove {unit}'s drop-ins",
+                                       path=layout.dropin_dir(unit), present=False))
+    systemd.daemon_reload(name="Reload systemd (our units are gone)", _if=any_changed(*removed))
     for path, what in ((settings["install_dir"], "the virtualenvs and the application"),
                        (layout.CONFIG_DIR, "the workers' settings"),
                        (layout.HELPER_DIR, "the helper scripts")):
         files.directory(name=f"Remove {path} ({what})", path=path, present=False)
-    certificates = host.get_fact(FindFiles, path=layout.CA_CERT_DIR, quote_path=True,
-                                 name=f"{layout.CA_CERT_PREFIX}*.crt")
+    certificates = host.get_fact(FindFiles, path=layout.CA_CERT_DIR, maxdepth=1,
+                                 fname=f"{layout.CA_CERT_PREFIX}*.crt")
     for path in certificates or []:
         files.file(name=f"Remove {path}", path=path, present=False)
     if certificates:

@@ -16,6 +16,7 @@ were applied; a role is idempotent when a second run on those facts has no op th
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import io
 import posixpath
@@ -200,6 +201,9 @@ def facts_of(w: World) -> dict:
         "celery_fleet.facts.WorkerUnits": lambda: parse_worker_units(w.running | w.enabled),
         "pip.PipPackages": lambda pip=None: w.pip.get(pip or "pip", {}),
         "celery_fleet.facts.RedisState": lambda: _redis_state(w),
+        "files.FindFiles": lambda path, maxdepth=None, fname=None, **_: sorted(
+            f for f in w.files if posixpath.dirname(f) == path.rstrip("/")
+            and fnmatch.fnmatch(posixpath.basename(f), fname or "*")),
     }
 
 
@@ -208,7 +212,8 @@ def _redis_state(w: World) -> dict:
     conf = w.files.get(REDIS_CONF, {}).get("data", b"").decode()
     return {"installed": bool(conf), "running": REDIS_UNIT in w.running,
             "aof": "\nappendonly yes" in "\n" + conf, "rdb_bytes": 0,
-            "config_renamed": "\nrename-command CONFIG" in "\n" + conf}
+            "config_renamed": "\nrename-command CONFIG" in "\n" + conf,
+            "password_digest": None, "ours": conf.startswith("# Rendered by celery-fleet")}
 
 
 FRESH = facts_of(World())  # a bare Debian host: base directories, root, nothing of ours
@@ -231,8 +236,11 @@ def _apply(w: World, operation: str, a: dict, commands: tuple) -> None:
     elif operation == "files.directory":
         if a["present"]:
             w.mkdir(a["path"], a["mode"], a["user"], a["group"])
-        else:
-            w.dirs.pop(a["path"], None)
+        else:  # rm -rf: the directory and all below it
+            below = a["path"].rstrip("/") + "/"
+            for tree in (w.dirs, w.files):
+                for path in [p for p in tree if p == a["path"] or p.startswith(below)]:
+                    del tree[path]
     elif operation == "files.file":
         if a["present"]:
             w.put(a["path"], w.files.get(a["path"], {}).get("data", b""), a["mode"], a["user"],
@@ -247,6 +255,8 @@ def _apply(w: World, operation: str, a: dict, commands: tuple) -> None:
     elif operation == "server.user" and a["present"]:
         w.users[a["user"]] = _user(a["user"], a["home"] or f"/home/{a['user']}", a["shell"],
                                    a["group"])
+    elif operation == "server.user":
+        w.users.pop(a["user"], None)
     elif operation == "pip.packages":
         installed = w.pip.setdefault(a["pip"] if not a["virtualenv"] else
                                      f"{a['virtualenv']}/bin/pip", {})

@@ -74,6 +74,6 @@ def test_unreachable_hosts_are_one_line_each_never_a_traceback(tmp_path):
         "on the host)" for name in ("ghost-broker", "ghost-worker")]
     status = subprocess.run([sys.executable, "-m", "celery_fleet.cli", "status", str(inventory)],
                             capture_output=True, text=True, timeout=120)
-    assert status.returncode == 1 and "Traceback" not in status.stderr, status.stderr
+    assert status.returncode == 2 and "Traceback" not in status.stderr, status.stderr
     assert "ghost-broker: unreachable over SSH" in status.stdout
     assert "ghost-worker: unreachable over SSH" in status.stdout

@@ -161,3 +161,23 @@ def test_controller_checks_speak_for_their_host():
     _, errors = plan_fleet([host("b", ["broker"]), host("w", ["llm"])],
                            controller_checks=lambda name, s, facts: [f"{name}: missing file"])
     assert errors == ["b: missing file", "w: missing file"]
+
+
+def test_a_retired_host_leaves_the_fleet_whole_and_never_with_the_queues():
+    old = HostInput("old", (), {"service_user": "celery"}, "10.0.0.9", FACTS, retired=True)
+    planned, errors = plan_fleet([host("b", ["broker"]), host("w", ["llm"]), old])
+    assert errors == [] and sorted(planned) == ["b", "w"]
+    assert "10.0.0.9" not in planned["b"].fleet_addresses  # the firewall forgets it
+    both = HostInput("w2", ("llm",), {}, "10.0.0.8", FACTS, retired=True)
+    broker = HostInput("old-broker", (), {"service_user": "root"}, "10.0.0.7", FACTS,
+                       retired=True, runs_our_redis=True)
+    _, errors = plan_fleet([host("b", ["broker"]), both, broker])
+    assert errors == [
+        "host 'w2' is in retired and in llm_workers: a host leaving the fleet is in no other "
+        "group",
+        "host 'old-broker': service_user='root' is not accepted: a system user name (a-z, 0-9, "
+        "_, -; not root)",
+        "host 'old-broker' runs the fleet's Redis: retiring it would lose every queued task. "
+        "Move the broker first (another host in brokers, deploy, let this Redis drain: "
+        "redis-cli LLEN on each queue), then remove Redis by hand (apt purge redis-server) and "
+        "retire the host"]

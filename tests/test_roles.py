@@ -11,9 +11,10 @@ import pytest
 from celery_fleet import layout, render
 from celery_fleet.sizing import ALL_ROLES
 from hosts import planned_host
-from rolekit import FRESH, NOW, UnknownFact, World, converged, run_role
+from rolekit import FRESH, NOW, UnknownFact, World, converged, facts_of, run_role
 from roles.embedding_worker import embedding_worker
 from roles.host import fleet_host
+from roles.retire import retire_host
 from roles.redis_broker import redis_broker
 
 UNITS = layout.UNIT_DIR
@@ -145,6 +146,27 @@ def test_a_host_that_left_its_worker_groups_and_flower_has_them_retired(first_ru
     world = World()
     converged(first_runs["all in one"], world)
     assert changing(run_role(fleet_host, now, facts=converged(ops, world))) == []
+
+
+OURS = ("/opt/celery-fleet", layout.CONFIG_DIR, layout.HELPER_DIR, layout.CLIENT_ENV,
+        f"{UNITS}/celery", f"{layout.CA_CERT_DIR}/{layout.CA_CERT_PREFIX}")
+
+
+@pytest.mark.parametrize("name", ["cpu host", "gpu host", "client"])
+def test_a_retired_host_keeps_no_file_unit_or_user_of_ours(first_runs, name):
+    h, _ = FIXTURES[name]
+    world = World()
+    converged(first_runs[name], world)
+    world.put(f"{layout.CA_CERT_DIR}/{layout.CA_CERT_PREFIX}proxy.crt", "a CA")
+    assert any(p.startswith(OURS) for p in world.files)  # the check below can fail
+    ops = run_role(retire_host, h.settings, facts=facts_of(world))
+    after = converged(ops, world)
+    left = [p for p in [*world.files, *world.dirs] if p.startswith(OURS)]
+    assert left == [], left
+    assert h.settings["service_user"] not in world.users
+    assert not any("celery" in unit for unit in world.running | world.enabled)
+    assert "Rebuild the system CA bundle" in changing(ops)
+    assert changing(run_role(retire_host, h.settings, facts=after)) == []  # nothing left to do
 
 
 def test_a_changed_plan_restarts_exactly_the_worker_it_changes(first_runs):
