@@ -54,7 +54,10 @@ def retire_host(settings: Settings) -> None:
     for path in certificates or []:
         files.file(name=f"Remove {path}", path=path, present=False)
     if certificates:
-        server.shell(name="Rebuild the system CA bundle", commands=["update-ca-certificates"])
+        # --fresh: the bundle's links to the removed certificates go too (without it they
+        # stay, dangling, in /etc/ssl/certs)
+        server.shell(name="Rebuild the system CA bundle",
+                     commands=["update-ca-certificates --fresh"])
     user = settings["service_user"]
     server.user(name=f"Remove the service user {user}", user=user, present=False)
     server.group(name=f"Remove the group {user}", group=user, present=False)

@@ -19,6 +19,7 @@ for _name, _hosts in _groups.items():
 LEFTOVERS = (
     "find / -xdev \\( -iname '*celery*' -o -iname 'fleet-*' \\) -not -path '/proc/*' "
     "-not -path '/usr/share/*' -not -path '/var/lib/dpkg/*' -not -path '/var/cache/*' "
+    "-not -path '/etc/celery-fleet-lab*' "  # the lab's simulated hardware, not the deploy's
     "-print; "
     "getent passwd celery; getent group celery; ps -eo args | grep '[c]elery -A'; "
     "systemctl list-unit-files --no-legend 'celery*'; systemctl list-units --all --no-legend "
