@@ -86,6 +86,19 @@ def max_slots_per_process() -> int:
     return (OPEN_FILES - FILES_PER_PROCESS) // FILES_PER_TASK_SLOT
 
 
+# Memory of one embedding worker process: the reference app idle, and what each task slot adds
+# while its request is in flight (benchmarks/slot_memory.py, every slot busy at once: idle
+# 61 MB; gevent +79 KB a slot at 256 in flight; threads +165 KB at 64). A floor: an app that
+# holds bigger batches or vectors per task costs more, never less. Below it a plan cannot run:
+# its process passes the memory watch's mark (MEMORY_RECYCLE_SHARE) before every slot is busy.
+PROCESS_BASE_MB = 61
+SLOT_KB = {"gevent": 79, "threads": 165}
+
+
+def slots_memory_mb(pool: str, concurrency: int) -> float:
+    return PROCESS_BASE_MB + concurrency * SLOT_KB.get(pool, 0) / 1024
+
+
 def refuse_what_cannot_fit(host: str, facts: HostFacts, plan: EmbeddingPlan, s: dict) -> None:
     """Inventory values that make a plan the host cannot run: refused before any change."""
     if s["embedding_processes"] is not None and plan.processes > facts.cores:
@@ -98,6 +111,19 @@ def refuse_what_cannot_fit(host: str, facts: HostFacts, plan: EmbeddingPlan, s: 
                             f"flight per process ({plan.processes} process(es) here): each "
                             f"holds {FILES_PER_TASK_SLOT} connections and a process may open "
                             f"{OPEN_FILES} files (LimitNOFILE)")
+    needed = slots_memory_mb(plan.pool, plan.concurrency)
+    if plan.pool in IN_PROCESS_POOLS and needed > memory_recycle_mb(plan.memory_max_mb):
+        fits = int((memory_recycle_mb(plan.memory_max_mb) - PROCESS_BASE_MB) * 1024
+                   // SLOT_KB[plan.pool])
+        key = "embedding_concurrency" if s["embedding_concurrency"] is not None \
+            else "embedding_memory_max_mb"
+        raise SettingsError(host, key, s[key], f"{plan.concurrency} {plan.pool} slots a process "
+                            f"need at least {needed:.0f} MB ({PROCESS_BASE_MB} MB + "
+                            f"{SLOT_KB[plan.pool]} KB a slot, benchmarks/slot_memory.py), over "
+                            f"the memory watch's mark of {memory_recycle_mb(plan.memory_max_mb)} "
+                            f"MB ({MEMORY_RECYCLE_SHARE:.0%} of MemoryMax "
+                            f"{plan.memory_max_mb} MB): at most {max(fits, 0)} slots, or a "
+                            "larger embedding_memory_max_mb")
 
 
 # ---- LLM worker ---------------------------------------------------------------------------

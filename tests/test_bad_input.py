@@ -2,6 +2,8 @@
 and what is accepted. The lab test tests/lab/test_deploy.py checks no host is changed."""
 
 
+import re
+
 import pytest
 
 from celery_fleet.fleet import controller_problems
@@ -139,8 +141,25 @@ def test_the_deploy_summary_names_what_was_not_deployed():
      "embedding_processes=4 is not accepted: at most 2 on this host (one per core"),
     ({"embedding_pool": "threads", "embedding_concurrency": 20000, "embedding_processes": 2},
      "embedding_concurrency=20000 is not accepted: at most 5428"),
+    # memory: slots whose floor (benchmarks/slot_memory.py) passes the memory watch's mark
+    ({"embedding_concurrency": 6000, "embedding_memory_max_mb": 256},
+     "embedding_concurrency=6000 is not accepted: 3000 gevent slots a process need at least "
+     "292 MB (61 MB + 79 KB a slot, benchmarks/slot_memory.py), over the memory watch's mark "
+     "of 204 MB (80% of MemoryMax 256 MB): at most 1853 slots, or a larger "
+     "embedding_memory_max_mb"),
+    ({"embedding_pool": "threads", "embedding_concurrency": 3000,
+      "embedding_memory_max_mb": 256}, "embedding_concurrency=3000 is not accepted: 1500 "
+     "threads slots a process need at least 303 MB"),
 ])
 def test_a_plan_the_host_cannot_run_is_refused_naming_the_key(data, message):
-    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(SettingsError, match=re.escape(message)):
         plan_host("h", HostFacts(8192, 2), data, ("embedding",))
     plan_host("h", HostFacts(8192, 2), {"embedding_concurrency": 5000}, ("embedding",))
+
+
+@pytest.mark.parametrize("pool", ["gevent", "threads"])
+def test_every_default_plan_fits_its_memory_and_file_limits(pool):
+    # the rules above refuse only what the inventory sets: no host shape trips them by default
+    for ram_mb in (512, 1024, 2048, 4096, 8192, 16384, 65536, 262144):
+        for cores in (1, 2, 4, 8, 16, 64):
+            plan_host("h", HostFacts(ram_mb, cores), {"embedding_pool": pool}, ("embedding",))
