@@ -17,8 +17,8 @@ def llm_worker(h: PlannedHost, app_changes: list) -> list:
     plan, user = h.plan.llm, h.settings["service_user"]
     unit, sandbox, reload = unit_files("LLM", layout.LLM_UNIT, render.llm_unit(h),
                                        gpu=plan.device == "gpu")
-    env = template("Render the LLM worker's settings (0600: broker password, API key)", layout.LLM_ENV,
-                   user=user, group=user, mode="600", **render.llm_env(h))
+    env = template("Render the LLM worker's settings (0600: broker password, API key)",
+                   layout.LLM_ENV, user=user, group=user, mode="600", **render.llm_env(h))
     ops = [unit, sandbox, env, reload]
     units = []
     for instance in plan.instances:

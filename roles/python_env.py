@@ -21,7 +21,8 @@ def trust_certificates(h: PlannedHost) -> None:
 
     certificates = [
         files.put(name=f"Trust the CA certificate {Path(path).name}", src=path,
-                  dest=f"{layout.CA_CERT_DIR}/{layout.CA_CERT_PREFIX}{Path(path).stem}.crt", mode="644")
+                  dest=f"{layout.CA_CERT_DIR}/{layout.CA_CERT_PREFIX}{Path(path).stem}.crt",
+                  mode="644")
         for path in h.settings["extra_ca_certificates"]
     ]
     if certificates:

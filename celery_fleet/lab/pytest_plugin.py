@@ -9,8 +9,8 @@ The `lab` fixture brings the default lab (broker, cpu-small, gpu-box, app) up on
 session and Debian release, apart from a developer's own `fleet lab up`, and down at the end:
 every lab test runs on Debian 12 (instance "test", 10.77.1.0/24), then on Debian 13 (instance
 "test13", 10.77.4.0/24). FLEET_LAB_SUITES=bookworm runs one release only (a quicker local run;
-CI runs both). Where the machine cannot run a lab (no root, no nspawn) the tests that use it are skipped
-with the reason, or fail if FLEET_LAB_REQUIRED=1 (CI sets it: a skipped lab is not a pass).
+CI runs both). Where the machine cannot run a lab (no root, no nspawn) the tests that use it are
+skipped with the reason, or fail if FLEET_LAB_REQUIRED=1 (CI sets it: a skipped lab is not a pass).
 FLEET_LAB_KEEP=1 leaves the lab up after the session, for debugging (inventory:
 FLEET_LAB_INSTANCE=test pyinfra inventory/lab.py ...).
 """
