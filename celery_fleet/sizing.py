@@ -88,11 +88,12 @@ def max_slots_per_process() -> int:
 
 # Memory of one embedding worker process: the reference app idle, and what each task slot adds
 # while its request is in flight (benchmarks/slot_memory.py, every slot busy at once: idle
-# 61 MB; gevent +79 KB a slot at 256 in flight; threads +165 KB at 64). A floor: an app that
-# holds bigger batches or vectors per task costs more, never less. Below it a plan cannot run:
-# its process passes the memory watch's mark (MEMORY_RECYCLE_SHARE) before every slot is busy.
+# 61 MB; gevent +95/89/84/78 KB a slot at 64/256/1024/2048 in flight, threads +136/111 KB at
+# 64/256). The smallest per-slot figure is a floor: an app that holds bigger batches or
+# vectors per task costs more, never less. Below it a plan cannot run: its process passes the
+# memory watch's mark (MEMORY_RECYCLE_SHARE) before every slot is busy.
 PROCESS_BASE_MB = 61
-SLOT_KB = {"gevent": 79, "threads": 165}
+SLOT_KB = {"gevent": 78, "threads": 111}
 
 
 def slots_memory_mb(pool: str, concurrency: int) -> float:

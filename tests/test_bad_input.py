@@ -144,12 +144,12 @@ def test_the_deploy_summary_names_what_was_not_deployed():
     # memory: slots whose floor (benchmarks/slot_memory.py) passes the memory watch's mark
     ({"embedding_concurrency": 6000, "embedding_memory_max_mb": 256},
      "embedding_concurrency=6000 is not accepted: 3000 gevent slots a process need at least "
-     "292 MB (61 MB + 79 KB a slot, benchmarks/slot_memory.py), over the memory watch's mark "
-     "of 204 MB (80% of MemoryMax 256 MB): at most 1853 slots, or a larger "
+     "290 MB (61 MB + 78 KB a slot, benchmarks/slot_memory.py), over the memory watch's mark "
+     "of 204 MB (80% of MemoryMax 256 MB): at most 1877 slots, or a larger "
      "embedding_memory_max_mb"),
     ({"embedding_pool": "threads", "embedding_concurrency": 3000,
       "embedding_memory_max_mb": 256}, "embedding_concurrency=3000 is not accepted: 1500 "
-     "threads slots a process need at least 303 MB"),
+     "threads slots a process need at least 224 MB"),
 ])
 def test_a_plan_the_host_cannot_run_is_refused_naming_the_key(data, message):
     with pytest.raises(SettingsError, match=re.escape(message)):
