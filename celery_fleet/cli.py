@@ -35,12 +35,15 @@ def plan_command(args) -> int:
         from .fleet import FleetError
         from .inventory_facts import plan_from_inventory  # imports pyinfra: only when needed
         try:
-            plans, unreachable = plan_from_inventory(args.inventory)
+            plans, unreachable, retired = plan_from_inventory(args.inventory)
         except FleetError as error:
             print(f"fleet: {error}", file=sys.stderr)
             return 2
         if plans:
             _print_plans(plans, args.json)
+        if retired and not args.json:
+            print("\n" + "\n".join(f"{name}: retired: the deploy removes every unit, file and "
+                                   "user of celery-fleet from it" for name in retired))
         for name in unreachable:
             print(f"fleet: host {name!r}: cannot be reached over SSH: not planned (its facts "
                   "are read on the host)", file=sys.stderr)

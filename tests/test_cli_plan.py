@@ -57,6 +57,7 @@ UNREACHABLE = """
 _nobody = {"ssh_port": 1, "ssh_connect_retries": 0}  # loopback, nothing listens: refused at once
 brokers = [("ghost-broker", dict(_nobody, ssh_hostname="127.0.0.1"))]
 embedding_workers = [("ghost-worker", dict(_nobody, ssh_hostname="127.0.0.2"))]
+retired = [("old-worker", dict(_nobody, ssh_hostname="127.0.0.3"))]
 """
 
 
@@ -72,6 +73,8 @@ def test_unreachable_hosts_are_one_line_each_never_a_traceback(tmp_path):
     assert [line for line in plan.stderr.splitlines() if line.startswith("fleet:")] == [
         f"fleet: host {name!r}: cannot be reached over SSH: not planned (its facts are read "
         "on the host)" for name in ("ghost-broker", "ghost-worker")]
+    assert "old-worker: retired: the deploy removes every unit, file and user of celery-fleet " \
+        "from it" in plan.stdout
     status = subprocess.run([sys.executable, "-m", "celery_fleet.cli", "status", str(inventory)],
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 2 and "Traceback" not in status.stderr, status.stderr
