@@ -251,8 +251,7 @@ def _api_keys(plans: dict[str, HostPlan], settings: dict[str, Settings], secrets
 
 def _gpu_endpoint_problems(host: str, settings: Settings, plan: HostPlan) -> list[str]:
     urls = settings["llm_gpu_api_urls"]
-    gpu_instances = [i for i in plan.llm.instances if i.gpu_index is not None] \
-        if plan.llm is not None else []
+    gpu_instances = plan.llm.gpu_instances if plan.llm is not None else ()
     if not urls or len(urls) == len(gpu_instances):
         return []
     return [str(SettingsError(host, "llm_gpu_api_urls", urls,

@@ -162,8 +162,7 @@ def llm_env(h: PlannedHost) -> dict:
 def llm_instance_env(h: PlannedHost, instance) -> dict:
     """instance: one LlmInstance of h's plan. A GPU's own endpoint (llm_gpu_api_urls, in the
     order of the GPU instances) overrides llm_api_url for that instance only."""
-    gpu_instances = [i.name for i in h.plan.llm.instances if i.gpu_index is not None]
-    urls = dict(zip(gpu_instances, h.settings["llm_gpu_api_urls"]))
+    urls = dict(zip((i.name for i in h.plan.llm.gpu_instances), h.settings["llm_gpu_api_urls"]))
     return {"instance": instance.name, "concurrency": env_quote(instance.concurrency),
             "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index,
             "api_url": env_quote(urls[instance.name]) if instance.name in urls else None}

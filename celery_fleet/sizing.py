@@ -224,6 +224,11 @@ class LlmPlan:
     memory_max_mb: int  # per instance
     reasons: tuple[str, ...] = ()
 
+    @property
+    def gpu_instances(self) -> tuple[LlmInstance, ...]:
+        """The instances pinned to a GPU, in GPU order (llm_gpu_api_urls follows it)."""
+        return tuple(i for i in self.instances if i.gpu_index is not None)
+
 
 @dataclass(frozen=True)
 class RedisPlan:
