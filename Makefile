@@ -45,7 +45,8 @@ lab-status: setup
 down: setup
 	$(BIN)/fleet lab down
 
-# every test: pure ones (milliseconds) and the lab ones (real hosts, ~30 s)
+# every test: pure ones (seconds) and the lab ones on Debian 12 and 13 (real hosts; about 30
+# minutes on 2 cores, FLEET_LAB_SUITES=bookworm for one release)
 test: packages setup
 	$(BIN)/pytest
 
