@@ -127,8 +127,9 @@ _SETTINGS = [
             _one_of(*EMBEDDING_POOLS),
             "Celery pool of the embedding worker (I/O-bound: gevent or threads)"),
     Setting("embedding_concurrency", None, "a whole number >= 1", _int_at_least(1),
-            "tasks in flight per worker process (default: by RAM tier, capped by the rate "
-            "limit)"),
+            "tasks in flight on the host, all its embedding processes together (default: the "
+            "RAM tier, or what the endpoint and the cores can take where the endpoint is "
+            "known; docs/TUNING.md)"),
     Setting("embedding_processes", None, "a whole number >= 1", _int_at_least(1),
             "embedding worker processes (default: as many as the CPU per task needs, at most "
             "one per core)"),
@@ -136,7 +137,14 @@ _SETTINGS = [
             _number_above_zero,
             "the embeddings API's rate limit, shared by every embedding host"),
     Setting("embedding_latency_ms", None, "a number of milliseconds > 0", _number_above_zero,
-            "end-to-end time of one embedding request; with the rate limit it caps concurrency"),
+            "time the endpoint takes to answer one embedding request (fleet tune measures it; "
+            "assumed 200)"),
+    Setting("embedding_endpoint_concurrency", None, "a whole number >= 1", _int_at_least(1),
+            "requests the embeddings endpoint serves at once, shared by every embedding host "
+            "(fleet tune measures it); with it the plan may go past the RAM tier"),
+    Setting("embedding_task_cpu_ms", None, "a number of milliseconds > 0", _number_above_zero,
+            "CPU one embedding task costs its worker process (fleet tune measures it; assumed "
+            "11): how many greenlets one process drives"),
     Setting("embedding_memory_max_mb", None, "a whole number of MB >= 256", _int_at_least(256),
             "MemoryMax= of each embedding worker process (default: RAM tier / processes)"),
     Setting("embedding_max_tasks_per_child", 100, "a whole number >= 1", _int_at_least(1),

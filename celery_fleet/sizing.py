@@ -14,10 +14,12 @@ from .settings import LLM_CPU_POOLS, LLM_GPU_POOLS, SettingsError, resolve
 
 # ---- embedding worker ---------------------------------------------------------------------
 # RAM tiers from the design documents: ~4 GB -> 8, ~8 GB -> 16, 16 GB and more -> 32 tasks in
-# flight, with MemoryMax 4G / 6G / 8G. "~": a machine sold as N GB reports 3-5 % less (kernel,
-# firmware reservations), so each tier starts at 90 % of its nominal size.
+# flight ON THE HOST (all its worker processes together), with MemoryMax 4G / 6G / 8G for the
+# host. "~": a machine sold as N GB reports 3-5 % less (kernel, firmware reservations), so each
+# tier starts at 90 % of its nominal size. With nothing known about the endpoint, the tier is
+# the most a host sends at once: more invites 429 storms on an API nobody measured.
 NOMINAL_SHARE = 0.9
-EMBEDDING_RAM_TIERS = (  # (nominal RAM MB, concurrency, memory max MB), largest first
+EMBEDDING_RAM_TIERS = (  # (nominal RAM MB, tasks in flight on the host, memory MB), largest first
     (16384, 32, 8192),
     (8192, 16, 6144),
     (4096, 8, 4096),
@@ -26,17 +28,21 @@ EMBEDDING_RAM_TIERS = (  # (nominal RAM MB, concurrency, memory max MB), largest
 EMBEDDING_SMALL_HOST_CONCURRENCY = 4
 EMBEDDING_SMALL_HOST_MEMORY_SHARE = 0.5
 EMBEDDING_MEMORY_MIN_MB = 512  # a worker process with its imports takes ~60-70 MB
-# CPU one embedding task costs its worker process (Celery, urllib3, JSON, Redis ack and
-# result). fleet bench on this machine kind: one gevent process used 2.6 CPU-s for 232 tasks
-# (~11 ms each; SIZING.md measured ~6-7 ms with a lighter task). A process drives at most
-# latency / 11 ms greenlets: at 200 ms, ~18; gevent 32 in one process reached 72-95 tasks/s,
-# in two processes 148 (fleet bench, case a).
-EMBEDDING_CPU_MS_PER_TASK = 11
+# CPU one embedding task costs its worker process (Celery, HTTP, JSON, the Redis ack and
+# result), assumed until measured (embedding_task_cpu_ms, which `fleet tune` writes): fleet
+# bench measured ~11 ms with the reference app and httpx, 3.5 ms for the reference app's
+# lightest task (16 floats), ~20 ms for a batch of 48 texts x 1024 floats. An application's
+# own tasks cost more, never less: the assumption errs towards more processes.
+ASSUMED_EMBEDDING_CPU_MS = 11
 # Latency assumed when the inventory gives none: the design documents' reference endpoint.
 ASSUMED_EMBEDDING_LATENCY_MS = 200
-# SIZING.md: gevent 64 and 128 in one process were no faster than 32: past 32 greenlets in a
-# process, split them across processes.
-GEVENT_PER_PROCESS_MAX = 32
+# Greenlets (or threads) one process drives: each slot waits latency ms on the endpoint and
+# then needs cpu ms of the process's one core, so (latency + cpu) / cpu slots keep that core
+# busy. Past it, slots only queue for the core (tasks take longer, throughput stays); below
+# it, the core idles. fleet bench (docs/BENCHMARKS.md, cases light and heavy) found the
+# optimum at or above that point and a flat plateau past it: plan 1.5 x, so a slower endpoint
+# moment or a cheaper task does not leave the core idle, and split the rest across processes.
+SLOTS_PER_PROCESS_HEADROOM = 1.5
 # SIZING.md, 50 requests/s limit, 200 ms endpoint: gevent 12 was best (49/s, no 429); 16 and up
 # brought 429 storms and slower tasks. Best = 1.05 x rate x measured end-to-end latency.
 LITTLE_LAW_HEADROOM = 1.05
@@ -114,8 +120,6 @@ def refuse_what_cannot_fit(host: str, facts: HostFacts, plan: EmbeddingPlan, s: 
                             f"{OPEN_FILES} files (LimitNOFILE)")
     needed = slots_memory_mb(plan.pool, plan.concurrency)
     if plan.pool in IN_PROCESS_POOLS and needed > memory_recycle_mb(plan.memory_max_mb):
-        fits = int((memory_recycle_mb(plan.memory_max_mb) - PROCESS_BASE_MB) * 1024
-                   // SLOT_KB[plan.pool])
         key = "embedding_concurrency" if s["embedding_concurrency"] is not None \
             else "embedding_memory_max_mb"
         raise SettingsError(host, key, s[key], f"{plan.concurrency} {plan.pool} slots a process "
@@ -123,7 +127,8 @@ def refuse_what_cannot_fit(host: str, facts: HostFacts, plan: EmbeddingPlan, s: 
                             f"{SLOT_KB[plan.pool]} KB a slot, benchmarks/slot_memory.py), over "
                             f"the memory watch's mark of {memory_recycle_mb(plan.memory_max_mb)} "
                             f"MB ({MEMORY_RECYCLE_SHARE:.0%} of MemoryMax "
-                            f"{plan.memory_max_mb} MB): at most {max(fits, 0)} slots, or a "
+                            f"{plan.memory_max_mb} MB): at most "
+                            f"{slots_that_fit(plan.pool, plan.memory_max_mb)} slots, or a "
                             "larger embedding_memory_max_mb")
 
 
@@ -282,70 +287,121 @@ def apply_fact_overrides(detected: HostFacts, settings: dict) -> HostFacts:
 
 # ---- the rules ----------------------------------------------------------------------------
 
-def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> EmbeddingPlan:
-    """concurrency is per worker process (Celery's --concurrency); processes run side by side."""
-    reasons = []
-    for nominal, tier_concurrency, tier_memory in EMBEDDING_RAM_TIERS:
+def _ram_tier(facts: HostFacts) -> tuple[int, int, str]:
+    """(tasks in flight on the host, memory MB for the host, why) from the RAM tiers."""
+    for nominal, in_flight, memory in EMBEDDING_RAM_TIERS:
         if facts.ram_mb >= nominal * NOMINAL_SHARE:
-            concurrency, memory_max = tier_concurrency, min(tier_memory, facts.ram_mb)
-            reasons.append(f"{facts.ram_mb} MB RAM is the ~{nominal // 1024} GB tier: "
-                           f"{tier_concurrency} in flight per process, {memory_max} MB of memory")
-            break
-    else:
-        concurrency = EMBEDDING_SMALL_HOST_CONCURRENCY
-        memory_max = int(facts.ram_mb * EMBEDDING_SMALL_HOST_MEMORY_SHARE)
-        reasons.append(f"{facts.ram_mb} MB RAM is below the ~4 GB tier: {concurrency} in flight, "
-                       f"half the RAM as memory ceiling")
+            memory = min(memory, facts.ram_mb)
+            return in_flight, memory, (f"{facts.ram_mb} MB RAM is the ~{nominal // 1024} GB "
+                                       f"tier: {in_flight} in flight on the host, {memory} MB "
+                                       "of memory")
+    memory = int(facts.ram_mb * EMBEDDING_SMALL_HOST_MEMORY_SHARE)
+    return EMBEDDING_SMALL_HOST_CONCURRENCY, memory, (
+        f"{facts.ram_mb} MB RAM is below the ~4 GB tier: {EMBEDDING_SMALL_HOST_CONCURRENCY} in "
+        "flight, half the RAM as memory ceiling")
 
-    rate, latency = s["embedding_rate_limit_per_min"], s["embedding_latency_ms"]
-    host_cap = None
-    if rate and latency:
-        fleet_cap = math.ceil(LITTLE_LAW_HEADROOM * rate / 60 * latency / 1000)
-        host_cap = max(1, math.ceil(fleet_cap / max(1, embedding_hosts)))
-        reasons.append(
-            f"rate limit {rate:g}/min x {latency:g} ms x {LITTLE_LAW_HEADROOM} (Little's law)"
-            f" = {fleet_cap} in flight fleet-wide, {host_cap} on each of {embedding_hosts} "
-            "host(s): more would only collect 429s")
-        concurrency = min(concurrency, host_cap)
-    elif rate:
-        reasons.append("rate limit given without embedding_latency_ms: concurrency not capped")
 
+def slots_per_process(latency_ms: float, cpu_ms: float) -> int:
+    """Greenlets or threads one process drives: (latency + cpu) / cpu keep its core busy."""
+    return max(1, math.ceil(SLOTS_PER_PROCESS_HEADROOM * (latency_ms + cpu_ms) / cpu_ms))
+
+
+def slots_that_fit(pool: str, memory_max_mb: int) -> int:
+    """Task slots one process may hold: its files (LimitNOFILE) and the memory watch's mark."""
+    by_memory = int((memory_recycle_mb(memory_max_mb) - PROCESS_BASE_MB) * 1024
+                    // SLOT_KB[pool])
+    return max(0, min(max_slots_per_process(), by_memory))
+
+
+def _endpoint_bound(s: dict, latency: float, cpu: float, hosts: int) -> tuple[int, str] | None:
+    """The most in flight on one host that the endpoint can serve, where something about the
+    endpoint is known (its capacity, its rate limit): (tasks, why), the tighter of the two."""
+    bounds = []
+    slot_ms = latency + cpu  # a slot holds its task for the request and the CPU around it
+    rate = s["embedding_rate_limit_per_min"]
+    if rate and s["embedding_latency_ms"]:
+        fleet = math.ceil(LITTLE_LAW_HEADROOM * rate / 60 * slot_ms / 1000)
+        host = max(1, math.ceil(fleet / hosts))
+        bounds.append((host, f"rate limit {rate:g}/min x {slot_ms:g} ms a task x "
+                       f"{LITTLE_LAW_HEADROOM} (Little's law) = {fleet} in flight fleet-wide, "
+                       f"{host} on each of {hosts} host(s): more would only collect 429s"))
+    endpoint = s["embedding_endpoint_concurrency"]
+    if endpoint:
+        # while a slot spends cpu ms in the worker, the endpoint serves another slot's request
+        host = max(1, math.ceil(endpoint / hosts * slot_ms / latency))
+        bounds.append((host, f"the endpoint serves {endpoint} requests at once, shared by "
+                       f"{hosts} host(s); each task holds its slot {slot_ms:g} ms for "
+                       f"{latency:g} ms of request: {host} in flight on this host"))
+    return min(bounds) if bounds else None
+
+
+def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> EmbeddingPlan:
+    """The host's tasks in flight, split into processes (concurrency is per process)."""
+    reasons = []
+    tier_total, host_memory, why = _ram_tier(facts)
+    reasons.append(why)
     pool = s["embedding_pool"]
-    processes = 1
+    latency = s["embedding_latency_ms"] or ASSUMED_EMBEDDING_LATENCY_MS
+    cpu = s["embedding_task_cpu_ms"] or ASSUMED_EMBEDDING_CPU_MS
+    known = (f"{latency:g} ms latency{'' if s['embedding_latency_ms'] else ' (assumed)'} and "
+             f"{cpu:g} ms CPU a task{'' if s['embedding_task_cpu_ms'] else ' (assumed)'}")
+    if s["embedding_rate_limit_per_min"] and not s["embedding_latency_ms"]:
+        reasons.append("rate limit given without embedding_latency_ms: concurrency not capped "
+                       "by it (the workers still keep to the rate)")
+
+    bound = _endpoint_bound(s, latency, cpu, max(1, embedding_hosts))
+    if bound:
+        total = bound[0]
+        reasons.append(bound[1])
+    else:
+        total = tier_total
+        reasons.append("nothing known about the endpoint's capacity or rate limit "
+                       "(embedding_endpoint_concurrency, embedding_rate_limit_per_min): the "
+                       "tier is the most this host sends at once")
+
+    per_process = slots_per_process(latency, cpu) if pool in IN_PROCESS_POOLS else total
+    if pool in IN_PROCESS_POOLS and total > per_process * facts.cores:
+        total = per_process * facts.cores
+        reasons.append(f"{facts.cores} core(s) drive at most {total} in flight ({per_process} a "
+                       f"process at {known})")
     if s["embedding_concurrency"] is not None:
-        concurrency = s["embedding_concurrency"]
-        reasons.append(f"embedding_concurrency={concurrency} set in the inventory")
-        if pool in IN_PROCESS_POOLS and concurrency > GEVENT_PER_PROCESS_MAX:
-            processes = min(math.ceil(concurrency / GEVENT_PER_PROCESS_MAX), facts.cores)
-            concurrency = math.ceil(concurrency / processes)
-            reasons.append(f"past {GEVENT_PER_PROCESS_MAX} greenlets a process is no faster: "
-                           f"{processes} process(es) of {concurrency}")
+        total = s["embedding_concurrency"]
+        reasons.append(f"embedding_concurrency={total} set in the inventory (the host's total)")
+
+    processes = 1
     if pool in IN_PROCESS_POOLS:
-        assumed = latency or ASSUMED_EMBEDDING_LATENCY_MS
-        needed = math.ceil(concurrency * EMBEDDING_CPU_MS_PER_TASK / assumed)
-        if min(needed, facts.cores) > processes:
-            processes = min(needed, facts.cores)
-            reasons.append(
-                f"{concurrency} {pool} tasks of {assumed:g} ms need {concurrency} x "
-                f"{EMBEDDING_CPU_MS_PER_TASK} ms CPU per {assumed:g} ms: {processes} processes "
-                f"(at most one per core)")
-        if host_cap and s["embedding_concurrency"] is None and processes * concurrency > host_cap:
-            concurrency = max(1, math.ceil(host_cap / processes))
+        processes = min(math.ceil(total / per_process), facts.cores)
+        if processes > 1:
+            reasons.append(f"one process drives ~{per_process} at {known} "
+                           f"({SLOTS_PER_PROCESS_HEADROOM} x (latency + CPU) / CPU): "
+                           f"{processes} processes (at most one per core)")
     if s["embedding_processes"] is not None:
         processes = s["embedding_processes"]
         reasons.append(f"embedding_processes={processes} set in the inventory")
     if pool == "solo":
-        concurrency, processes = 1, 1
+        total, processes = 1, 1
         reasons.append("solo pool runs one task at a time")
     elif pool == "prefork":
         processes = 1
         reasons.append("prefork forks one child per task slot (~50 MB each)")
+    concurrency = max(1, math.ceil(total / processes))
+
+    memory_max = host_memory
     if processes > 1:
-        memory_max = max(EMBEDDING_MEMORY_MIN_MB, memory_max // processes)
+        memory_max = max(EMBEDDING_MEMORY_MIN_MB, host_memory // processes)
         reasons.append(f"the memory ceiling is shared: {memory_max} MB per process")
     if s["embedding_memory_max_mb"] is not None:
         memory_max = s["embedding_memory_max_mb"]
         reasons.append(f"embedding_memory_max_mb={memory_max} set in the inventory")
+    if pool in IN_PROCESS_POOLS and s["embedding_concurrency"] is None:
+        fits = slots_that_fit(pool, memory_max)
+        if concurrency > fits:  # an explicit value that does not fit is refused instead
+            concurrency = max(1, fits)
+            reasons.append(f"{fits} slots a process fit its memory and files "
+                           "(benchmarks/slot_memory.py, LimitNOFILE)")
+    if processes > 1 or s["embedding_concurrency"] is not None:
+        reasons.append(f"{processes} process(es) of {concurrency}: {processes * concurrency} in "
+                       "flight on the host")
     return EmbeddingPlan(pool, concurrency, processes, memory_max,
                          s["embedding_max_tasks_per_child"], tuple(reasons))
 

@@ -280,7 +280,7 @@ def test_the_workers_of_a_host_are_one_service_that_passes_verify(unit_root):
     units = [w.unit for w in layout.planned_workers(d.plan)]
     assert f"Wants={' '.join(units)}\n" in group and len(units) == 3
     assert ("Description=celery-fleet workers of this host: celery-embedding-worker@1 gevent "
-            "x32, celery-embedding-worker@2 gevent x32, celery-llm-worker@gpu0 threads x4") in group
+            "x16, celery-embedding-worker@2 gevent x16, celery-llm-worker@gpu0 threads x4") in group
     (unit_root / layout.WORKER_GROUP_UNIT).write_text(group)
     for unit in units:  # the units it wants, and each is PartOf= it
         text = render.render(f"{layout.LLM_UNIT if 'llm' in unit else layout.EMBEDDING_UNIT}.j2",

@@ -3,8 +3,8 @@
 import pytest
 
 from celery_fleet.settings import DEFAULTS, SettingsError, resolve
-from celery_fleet.sizing import (Gpu, HostFacts, plan_embedding, plan_host, plan_llm,
-                                 plan_redis)
+from celery_fleet.sizing import (Gpu, HostFacts, max_slots_per_process, plan_embedding,
+                                 plan_host, plan_llm, plan_redis, slots_that_fit)
 
 GB = 1024
 
@@ -17,7 +17,7 @@ def facts(ram_gb, cores, gpu_count=0, vram_gb=24):
     return HostFacts(int(ram_gb * GB), cores, gpus(gpu_count, vram_gb))
 
 
-# host shape -> (embedding pool, concurrency, processes, memory max MB)
+# host shape -> (embedding pool, concurrency per process, processes, memory max MB per process)
 EMBEDDING_TABLE = [
     (facts(2, 1), ("gevent", 4, 1, 1024)),
     (facts(3.5, 2), ("gevent", 4, 1, 1792)),
@@ -26,11 +26,11 @@ EMBEDDING_TABLE = [
     (facts(7.5, 2), ("gevent", 16, 1, 6144)),  # a "8 GB" machine
     (facts(8, 2), ("gevent", 16, 1, 6144)),
     (facts(12, 4), ("gevent", 16, 1, 6144)),
-    # 32 greenlets x 11 ms CPU per 200 ms: one process cannot drive them, two can
-    (facts(15.6, 8), ("gevent", 32, 2, 4096)),  # a "16 GB" machine
-    (facts(16, 1), ("gevent", 32, 1, 8192)),  # one core: one process
-    (facts(64, 16), ("gevent", 32, 2, 4096)),
-    (facts(1024, 128, 8, 80), ("gevent", 32, 2, 4096)),
+    # the tier's 32 x (200 + 11 ms assumed) / 11 ms: one process drives 29, two share 32
+    (facts(15.6, 8), ("gevent", 16, 2, 4096)),  # a "16 GB" machine
+    (facts(16, 1), ("gevent", 29, 1, 8192)),  # one core drives 29: below the tier
+    (facts(64, 16), ("gevent", 16, 2, 4096)),
+    (facts(1024, 128, 8, 80), ("gevent", 16, 2, 4096)),
 ]
 
 
@@ -42,34 +42,93 @@ def test_embedding_by_ram_tier(host, expected):
     assert plan.reasons
 
 
-# (rate/min, latency ms, embedding hosts) -> concurrency per host on a 16 GB host
+@pytest.mark.parametrize("ram_gb, tier", [(3, 4), (4, 8), (8, 16), (16, 32), (512, 32)])
+def test_the_tier_is_the_hosts_total_when_nothing_is_known_about_the_endpoint(ram_gb, tier):
+    for cores in (1, 2, 4, 8, 64):
+        for cpu in (None, 1, 3, 20):  # a measured CPU cost alone does not raise the tier
+            plan = plan_embedding(facts(ram_gb, cores), dict(DEFAULTS, embedding_task_cpu_ms=cpu,
+                                                             embedding_latency_ms=200))
+            assert plan.total_concurrency <= tier + plan.processes - 1
+            assert any("the tier is the most" in r for r in plan.reasons)
+
+
+# (rate/min, latency ms, embedding hosts) -> in flight on a 16 GB, 4-core host
 @pytest.mark.parametrize("rate, latency, hosts, expected", [
     (3000, 229, 1, 13),  # SIZING.md: 50/s x 0.229 s x 1.05 = 12.02 -> 13 (12 measured best)
-    (3000, 200, 2, 6),   # the same limit shared by two hosts
+    (3000, 200, 2, 6),   # the same limit shared by two hosts: 50/s x 0.211 s x 1.05 / 2
     (600, 200, 1, 3),
     (60, 50, 4, 1),      # never below one
-    (100000, 200, 1, 32),  # a generous limit does not raise the RAM tier
+    # a generous known limit goes past the tier, up to what 4 cores drive (29 a process)
+    (100000, 200, 1, 116),
 ])
-def test_rate_limit_caps_concurrency_by_littles_law(rate, latency, hosts, expected):
+def test_rate_limit_bounds_the_hosts_tasks_by_littles_law(rate, latency, hosts, expected):
     s = dict(DEFAULTS, embedding_rate_limit_per_min=rate, embedding_latency_ms=latency)
-    assert plan_embedding(facts(16, 4), s, embedding_hosts=hosts).concurrency == expected
+    assert plan_embedding(facts(16, 4), s, embedding_hosts=hosts).total_concurrency == expected
 
 
 def test_rate_limit_without_latency_says_so_and_does_not_cap():
     plan = plan_embedding(facts(16, 4), dict(DEFAULTS, embedding_rate_limit_per_min=3000))
-    assert plan.concurrency == 32
+    assert plan.total_concurrency == 32
     assert any("without embedding_latency_ms" in r for r in plan.reasons)
 
 
+# (endpoint concurrency, embedding hosts, latency, cpu, cores) -> (per process, processes)
+@pytest.mark.parametrize("endpoint, hosts, latency, cpu, cores, expected", [
+    # the case: 200 ms, 7 ms CPU, 2 cores: 64 x 207/200 = 67 -> past the tier of 32
+    (64, 1, 200, 7, 2, (34, 2)),
+    (64, 4, 200, 7, 2, (17, 1)),     # shared by 4 hosts: 16 x 207/200 -> 17
+    (4, 1, 200, None, 8, (5, 1)),    # a small endpoint: below the tier (4 x 211/200 -> 5)
+    # light tasks: one process drives 1.5 x 203/3 = 102; heavy: 1.5 x 220/20 = 17
+    (1000, 1, 200, 3, 2, (102, 2)),
+    (1000, 1, 200, 20, 2, (17, 2)),
+    (1000, 1, 200, 20, 8, (17, 8)),
+    (1000, 1, 2000, 20, 8, (145, 7)),  # a slow endpoint: 1010 in flight, 152 a process
+])
+def test_a_known_endpoint_sizes_the_host_by_its_capacity_and_the_cpu_per_task(
+        endpoint, hosts, latency, cpu, cores, expected):
+    s = dict(DEFAULTS, embedding_endpoint_concurrency=endpoint, embedding_latency_ms=latency,
+             embedding_task_cpu_ms=cpu)
+    plan = plan_embedding(facts(16, cores), s, embedding_hosts=hosts)
+    assert (plan.concurrency, plan.processes) == expected
+
+
+def test_greenlets_per_process_follow_latency_over_cpu_not_a_fixed_cap():
+    def per_process(latency, cpu):
+        s = dict(DEFAULTS, embedding_endpoint_concurrency=100000, embedding_latency_ms=latency,
+                 embedding_task_cpu_ms=cpu)
+        return plan_embedding(facts(64, 1), s).concurrency
+    assert per_process(200, 20) < per_process(200, 7) < per_process(200, 3)
+    assert per_process(50, 7) < per_process(200, 7) < per_process(1000, 7)
+    assert per_process(200, 3) > 32  # the old fixed cap
+
+
+def test_the_memory_and_file_limits_cap_what_a_known_endpoint_allows():
+    s = dict(DEFAULTS, embedding_endpoint_concurrency=100000, embedding_latency_ms=5000,
+             embedding_task_cpu_ms=1)
+    plan = plan_embedding(facts(16, 1), s)
+    assert plan.concurrency == max_slots_per_process()
+    assert any("fit its memory and files" in r for r in plan.reasons)
+    small = plan_embedding(facts(16, 1), dict(s, embedding_memory_max_mb=256))
+    assert small.concurrency == slots_that_fit("gevent", 256) < 2000
+
+
 @pytest.mark.parametrize("concurrency, cores, expected", [
-    (64, 8, (32, 2)), (100, 8, (25, 4)), (33, 8, (17, 2)), (64, 1, (64, 1)), (32, 8, (32, 2)),
+    (64, 8, (22, 3)), (100, 8, (25, 4)), (33, 8, (17, 2)), (64, 1, (64, 1)), (32, 8, (16, 2)),
     (16, 8, (16, 1)),
 ])
-def test_past_one_process_add_processes_not_greenlets(concurrency, cores, expected):
+def test_embedding_concurrency_is_the_hosts_total_split_across_processes(
+        concurrency, cores, expected):
     s = dict(DEFAULTS, embedding_concurrency=concurrency)
     plan = plan_embedding(facts(32, cores), s)
     assert (plan.concurrency, plan.processes) == expected
-    assert plan.total_concurrency >= concurrency
+    assert concurrency <= plan.total_concurrency < concurrency + plan.processes
+
+
+def test_one_process_asked_for_gets_every_slot_asked_for():
+    # the old rule halved this (1 process of 1500): embedding_concurrency is the host's total
+    s = dict(DEFAULTS, embedding_concurrency=3000, embedding_processes=1)
+    plan = plan_embedding(facts(16, 4), s)
+    assert (plan.concurrency, plan.processes) == (3000, 1)
 
 
 def test_explicit_embedding_overrides_win():
@@ -78,7 +137,7 @@ def test_explicit_embedding_overrides_win():
              embedding_rate_limit_per_min=60, embedding_latency_ms=100)
     plan = plan_embedding(facts(4, 2), s)
     assert (plan.pool, plan.concurrency, plan.processes, plan.memory_max_mb,
-            plan.max_tasks_per_child) == ("threads", 12, 3, 2000, 7)
+            plan.max_tasks_per_child) == ("threads", 4, 3, 2000, 7)
 
 
 def test_a_slow_endpoint_needs_fewer_processes_for_the_same_greenlets():
@@ -189,7 +248,7 @@ def test_inventory_facts_win_over_detection():
     detected = facts(4, 1)
     plan = plan_host("h", detected, {"ram_mb": 65536, "cores": 16, "gpus": [24576, 24576]})
     assert plan.facts.ram_mb == 65536 and plan.facts.cores == 16
-    assert plan.embedding.concurrency == 32
+    assert plan.embedding.total_concurrency == 32
     assert plan.llm.device == "gpu" and len(plan.llm.instances) == 2
     no_gpu = plan_host("h", facts(16, 4, 1, 24), {"gpus": []})
     assert no_gpu.llm.device == "cpu"

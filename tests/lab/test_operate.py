@@ -83,7 +83,7 @@ def test_fleet_status_shows_the_fleet_running_as_planned(lab, deployed):
     gpu_box = next(h for h in report["hosts"] if h["name"] == "gpu-box")
     assert [g["memory_total_mb"] for g in gpu_box["gpus"]] == [24576]
     text = fleet_status(lab).stdout
-    assert "everything runs as planned" in text and "gevent x32   plan gevent x32" in text
+    assert "everything runs as planned" in text and "gevent x16   plan gevent x16" in text
     # --watch reads again and again (Ctrl-C stops it), with each worker's memory change
     watch = subprocess.run(["timeout", "--preserve-status", "-s", "INT", "20", sys.executable,
                             "-m", "celery_fleet.cli", "status", "inventory/lab.py", "--watch",
