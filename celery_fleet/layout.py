@@ -37,6 +37,8 @@ HELPER_DIR = "/usr/local/lib/celery-fleet"
 ENV_EXEC = f"{HELPER_DIR}/env-exec"  # runs a command with a worker's .env (files/env-exec)
 # what `fleet status` runs on a worker host, with the worker venv's Python, for any Celery app
 HOSTSTATUS = f"{HELPER_DIR}/fleet-hoststatus"  # files/fleet-hoststatus
+# the endpoint probe (files/fleet-probe, standard library only): `fleet tune` runs it
+PROBE = f"{HELPER_DIR}/fleet-probe"
 EMBEDDING_ENV = f"{CONFIG_DIR}/embedding-worker.env"
 LLM_ENV = f"{CONFIG_DIR}/llm-worker.env"
 # Outside CONFIG_DIR (which only the service user may enter): your app's user reads it

@@ -55,6 +55,8 @@ def worker_base(h: PlannedHost) -> list:
     files.put(name="Install fleet-hoststatus (what `fleet status` reads, for any application)",
               src=str(layout.FILES_DIR / "fleet-hoststatus"), dest=layout.HOSTSTATUS,
               mode="755")
+    files.put(name="Install fleet-probe (is the embeddings endpoint the bottleneck?)",
+              src=str(layout.FILES_DIR / "fleet-probe"), dest=layout.PROBE, mode="755")
 
     python_venv(h, venv)
     source = Path(s["worker_app_source"])

@@ -1,6 +1,10 @@
 """The endpoint probe's verdict (pure): what two measurements of an endpoint say."""
 
-from fleet_worker.probe import verdict
+import runpy
+
+from celery_fleet import layout
+
+verdict = runpy.run_path(str(layout.FILES_DIR / "fleet-probe"))["verdict"]
 
 
 def run(concurrency, per_s, ok=20, rate_limited=0, failed=0):

@@ -20,8 +20,8 @@ from roles.redis_broker import redis_broker
 UNITS = layout.UNIT_DIR
 CONF = layout.CONFIG_DIR
 VENV = layout.worker_venv("/opt/celery-fleet")
-WORKER_BASE_FILES = {f"{VENV}/pip.conf", layout.ENV_EXEC, layout.HOSTSTATUS, "<the worker wheel>",
-                     layout.WORKER_STATES, f"{UNITS}/{layout.WORKER_GROUP_UNIT}"}
+WORKER_BASE_FILES = {f"{VENV}/pip.conf", layout.ENV_EXEC, layout.HOSTSTATUS, layout.PROBE,
+                     "<the worker wheel>", layout.WORKER_STATES, f"{UNITS}/{layout.WORKER_GROUP_UNIT}"}
 EMBEDDING_FILES = {f"{UNITS}/{layout.EMBEDDING_UNIT}",
                    f"{UNITS}/{layout.EMBEDDING_UNIT}.d/hardening.conf", layout.EMBEDDING_ENV}
 LLM_FILES = {f"{UNITS}/{layout.LLM_UNIT}", f"{UNITS}/{layout.LLM_UNIT}.d/hardening.conf",

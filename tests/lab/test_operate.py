@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from celery_fleet import layout
+
 from .conftest import (FAKE, ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with,
                        redis, wait_until_answers)
 from .test_deploy import PLANNED
@@ -198,7 +200,7 @@ SEND_ONE = ("from fleet_worker.tasks import embed; r = embed.delay(['flower']); 
             "print(r.id)")
 
 
-PROBE = f"{VENV}/python -m fleet_worker.probe --requests 32 --concurrency 8"
+PROBE = f"/usr/bin/python3 {layout.PROBE} --requests 32 --concurrency 8"  # as the service user
 
 
 def test_the_endpoint_probe_tells_a_slow_endpoint_from_a_busy_one(lab, deployed):
