@@ -3,7 +3,7 @@
     fleet plan --ram-mb N --cores N [--gpu VRAM_MB]... [--set KEY=VALUE]... [--json]
     fleet plan inventory/X.py [--json]
     fleet status inventory/X.py [--json] [--watch SECONDS]
-    fleet bench [--quick] [--cases abc]
+    fleet bench [--quick] [--cases light,heavy,limited,inference]
     fleet lab up [--hosts SPEC] [--suite bookworm|trixie] | down | status | ssh NAME [COMMAND...]
 """
 
@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "workers against the fake backend on this machine")
     bench.add_argument("--out", default="bench-out", help="results.json and bench.png go here")
     bench.add_argument("--quick", action="store_true", help="half the tasks per configuration")
-    bench.add_argument("--cases", default="abc", help="a: embeddings 200 ms, b: rate-limited, "
-                       "c: CPU-bound inference (default: %(default)s)")
+    bench.add_argument("--cases", default="all", help="comma-separated: light, heavy, limited, "
+                       "inference, or all (default: %(default)s)")
     bench.set_defaults(func=bench_command)
 
     lab = commands.add_parser("lab", help="a local fleet of real systemd hosts (needs root)")

@@ -1,7 +1,8 @@
 """Long work shows progress (issue #6): the deploy, the bench sweep and the image build say
 how far along they are."""
 
-from celery_fleet.bench.run import SWEEP, Config, progress, runs_planned
+from celery_fleet.bench.run import (SWEEP_INFERENCE, Config, progress, runs_planned,
+                                   sweep_configs)
 from celery_fleet.lab.image import DebootstrapProgress, run_streaming
 from celery_fleet.summary import progress_line
 
@@ -20,10 +21,9 @@ def test_a_deploy_says_each_tenth_of_its_operations_once():
 
 
 def test_the_bench_counts_its_runs_and_estimates_what_is_left():
-    chosen = {"a": Config("gevent", 32, 2), "b": Config("gevent", 13), "c": Config("prefork", 1)}
-    # gevent 13 is not in case b's sweep: it is added
-    assert runs_planned("abc", chosen) == len(SWEEP["a"]) + len(SWEEP["b"]) + 1 + len(SWEEP["c"])
-    assert runs_planned("c", chosen) == 3
+    # each embedding workload: the sweep, then its default and tuned plans
+    assert runs_planned(["light", "heavy"], 2) == 2 * (len(sweep_configs(2)) + 2)
+    assert runs_planned(["inference"], 2) == len(SWEEP_INFERENCE) == 4
     assert progress(3, 21, 30.0) == "[3/21, 30 s, ~3 min left]"
     assert progress(20, 21, 60.0) == "[20/21, 60 s, ~3 s left]"
 
@@ -46,3 +46,13 @@ def test_streamed_output_arrives_line_by_line_and_keeps_the_exit_status():
     code, lines = run_streaming(["sh", "-c", "echo 'I: one'; echo 'I: two' >&2; exit 3"],
                                 seen.append, timeout_s=30)
     assert code == 3 and seen == lines == ["I: one", "I: two"]
+
+
+def test_the_bench_sweeps_past_every_plan_on_every_axis():
+    for cores in (1, 2, 8):
+        configs = sweep_configs(cores)
+        assert max(c.concurrency for c in configs) >= 128
+        assert {c.processes for c in configs} == set(range(1, cores + 1))
+        assert {c.pool for c in configs} == {"gevent", "threads"}
+    assert Config("prefork", 1) in SWEEP_INFERENCE and max(c.concurrency
+                                                            for c in SWEEP_INFERENCE) >= 8

@@ -1,14 +1,23 @@
 """`fleet bench`: real `celery worker` processes against the fake OpenAI backend on this
-machine, sweeping pools and concurrencies, to check the sizing core's choices.
+machine, sweeping pools, greenlets per process and processes well past what the plan chooses,
+to find where the optimum lies and how close the plan comes to it.
 
-Cases (as in ../shared/SIZING.md):
-  a. embeddings, endpoint answering in 200 ms;
-  b. embeddings, endpoint limited to 50 requests/s (burst 10), with the fleet-wide limiter the
-     deploy configures (embedding_rate_limit_per_min=3000);
-  c. CPU-bound inference: each completion burns CPU on every core (like llama.cpp).
+Workloads (docs/BENCHMARKS.md):
+  light     embeddings, endpoint answering in 200 ms, one short text a task (~3-4 ms CPU);
+  heavy     embeddings, 200 ms, a batch of 48 texts x 1024 floats a task (~20 ms CPU: the
+            JSON of the answer and the result);
+  limited   light tasks, endpoint limited to 50 requests/s (burst 10), the fleet-wide limiter
+            on (embedding_rate_limit_per_min=3000 known to the plan);
+  inference CPU-bound completions burning every core (like llama.cpp).
 
-Prints a table (config, tasks/s, ideal, ratio, worker RSS), marks the configuration the sizing
-core chooses for this machine, writes results.json and bench.png. Figures, not assertions.
+For each embedding workload two plans are marked: the default (nothing measured) and the plan
+after tune: the bench measures the default's CPU per task (the workers' CPU time over the
+tasks they did, what `celery inspect stats` reports) and probes the endpoint with
+files/fleet-probe, then plans with those values, as `fleet tune` does (celery_fleet/tune.py).
+
+Each embedding run queues its tasks first, then starts the workers and counts the results
+stored per second over a steady window: the client's own CPU (sending, reading results) is
+not in the measurement, as it is not on a real worker host. Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -17,36 +26,65 @@ import json
 import os
 import runpy
 import statistics
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psutil
+import redis
 
-from ..layout import EMBEDDING_QUEUE, LLM_QUEUE
+from ..layout import EMBEDDING_QUEUE, FILES_DIR, LLM_QUEUE
 from ..settings import DEFAULTS
-from ..sizing import HostFacts, plan_embedding, plan_llm
+from ..sizing import HostFacts, plan_embedding, plan_llm, slots_per_process
+from .. import tune
 from . import harness
 
 EMBED_LATENCY_MS = 200
 RATE_LIMIT_PER_S = 50
 RATE_LIMIT_BURST = 10
-# SIZING.md: end-to-end time of one embedding at 200 ms endpoint latency, measured
-MEASURED_LATENCY_MS = 229
 COMPLETION_WALL_S = 2.5  # one completion alone, on every core
+STEADY_WINDOW_S = 8.0  # results counted over this long once the workers run at pace
+PROBE = runpy.run_path(str(FILES_DIR / "fleet-probe"))
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    fake: dict  # the fake API's options
+    batch: int = 1  # texts a task
+    same_texts: bool = False  # every task the same batch (the fake answers it from memory)
+    queued: int = 3000  # tasks queued before the workers start (more than a window takes)
+    known: dict = field(default_factory=dict)  # what the operator knows: settings
+    worker_env: dict = field(default_factory=dict)
+
+
+WORKLOADS = {
+    "light": Workload("light", f"light: 1 text a task, endpoint {EMBED_LATENCY_MS} ms",
+                      {"latency_ms": EMBED_LATENCY_MS}, queued=4000),
+    "heavy": Workload("heavy", f"heavy: 48 texts x 1024 floats a task, {EMBED_LATENCY_MS} ms",
+                      {"latency_ms": EMBED_LATENCY_MS, "dimensions": 1024}, batch=48,
+                      same_texts=True, queued=1500),
+    "limited": Workload(
+        "limited", f"limited: {RATE_LIMIT_PER_S} requests/s, fleet-wide limiter",
+        {"latency_ms": EMBED_LATENCY_MS, "rate_limit_per_s": RATE_LIMIT_PER_S,
+         "burst": RATE_LIMIT_BURST}, queued=800,
+        known={"embedding_rate_limit_per_min": RATE_LIMIT_PER_S * 60},
+        worker_env={"EMBEDDING_RATE_LIMIT_PER_S": RATE_LIMIT_PER_S, "EMBEDDING_RATE_BURST": 1}),
+}
+CASE_KEYS = (*WORKLOADS, "inference")
 
 
 @dataclass(frozen=True)
 class Config:
     pool: str
-    concurrency: int
+    concurrency: int  # per process
     processes: int = 1
 
     @property
     def label(self) -> str:
         text = f"{self.pool} {self.concurrency}"
-        return text + (f" x{self.processes} processes" if self.processes > 1 else "")
+        return text + (f" x{self.processes}" if self.processes > 1 else "")
 
 
 @dataclass
@@ -59,9 +97,10 @@ class Result:
     ideal_per_s: float
     worker_rss_mb: float
     errors: int
-    mean_completion_s: float
+    mean_completion_s: float = 0.0
+    cpu_ms_per_task: float = 0.0
     backend: dict = field(default_factory=dict)
-    chosen: bool = False
+    marks: tuple[str, ...] = ()  # "default", "tuned"
 
     @property
     def ratio(self) -> float:
@@ -72,100 +111,29 @@ def machine_facts() -> HostFacts:
     return HostFacts(ram_mb=psutil.virtual_memory().total // 2**20, cores=os.cpu_count() or 1)
 
 
-def chosen_configs() -> dict[str, Config]:
-    """What the sizing core plans for this machine, per case."""
-    facts = machine_facts()
-    plain = plan_embedding(facts, DEFAULTS)
-    limited = plan_embedding(facts, dict(DEFAULTS, embedding_rate_limit_per_min=
-                                         RATE_LIMIT_PER_S * 60,
-                                         embedding_latency_ms=MEASURED_LATENCY_MS))
-    llm, _ = plan_llm("bench", facts, DEFAULTS)
-    return {"a": Config(plain.pool, plain.concurrency, plain.processes),
-            "b": Config(limited.pool, limited.concurrency, limited.processes),
-            "c": Config(llm.pool, llm.concurrency)}
+def as_config(plan) -> Config:
+    return Config(plan.pool, plan.concurrency, plan.processes)
 
 
-class RssSampler(threading.Thread):
-    def __init__(self, pids: list[int]):
-        super().__init__(daemon=True)
-        self.pids, self.peak, self.running = pids, 0.0, True
-
-    def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, sum(harness.tree_rss_mb(p) for p in self.pids))
-            time.sleep(0.2)
-
-    def stop(self) -> float:
-        self.running = False
-        self.join()
-        return self.peak
+def default_config(workload: Workload) -> Config:
+    return as_config(plan_embedding(machine_facts(), dict(DEFAULTS, **workload.known)))
 
 
-def run_config(case: str, config: Config, broker: str, api_url: str, tasks: int,
-               ideal_per_s: float, queue: str, env_extra: dict) -> Result:
-    from fleet_worker.app import app
-    from fleet_worker.tasks import embed, generate
-
-    app.control.purge()
-    env = harness.worker_env(broker, api_url, "embedding" if queue == EMBEDDING_QUEUE else "llm",
-                             config.pool, config.concurrency, **env_extra)
-    workers = [harness.celery_worker(env, queue, config.pool, config.concurrency,
-                                     name=f"bench{i}") for i in range(config.processes)]
-    processes = [w.__enter__() for w in workers]
-    try:
-        def send(n, prefix):
-            if queue == EMBEDDING_QUEUE:
-                return [(embed.apply_async(([f"{prefix} {i}"],), queue=queue), f"{prefix} {i}")
-                        for i in range(n)]
-            return [(generate.apply_async((f"{prefix} {i}",), queue=queue), f"{prefix} {i}")
-                    for i in range(n)]
-
-        warm = send(max(2, config.concurrency * config.processes), "warm")
-        for result, _ in warm:
-            result.get(timeout=300)
-        stats_before = harness.backend_call(api_url, "/admin/stats")
-        sampler = RssSampler([p.pid for p in processes])
-        sampler.start()
-        started = time.monotonic()
-        sent = send(tasks, "text")
-        errors, completions = 0, []
-        for result, text in sent:
-            try:
-                value = result.get(timeout=600)
-                completions.append(time.monotonic() - started)
-                expected = [vector_of(text)] if queue == EMBEDDING_QUEUE else f"echo: {text}"
-                errors += value != expected
-            except Exception:  # a task that failed: counted, the sweep goes on
-                errors += 1
-        seconds = time.monotonic() - started
-        rss = sampler.stop()
-        stats_after = harness.backend_call(api_url, "/admin/stats")
-    finally:
-        for worker in workers:
-            worker.__exit__(None, None, None)
-    backend = {key: stats_after[key] - stats_before.get(key, 0) for key in stats_after
-               if key != "max_in_flight"}
-    return Result(case, config.label, tasks, round(seconds, 2), round(tasks / seconds, 2),
-                  round(ideal_per_s, 2), round(rss, 1), errors,
-                  round(statistics.mean(completions), 2) if completions else 0.0, backend)
+def sweep_configs(cores: int) -> list[Config]:
+    """Past every plan on every axis: 4 to 128 greenlets a process, 1 process to one per core,
+    threads too."""
+    configs = [Config("gevent", c, p) for p in range(1, cores + 1) for c in (4, 16, 32, 64, 128)]
+    configs += [Config("threads", c, p) for p in sorted({1, cores}) for c in (16, 64)]
+    return configs
 
 
-vector_of = runpy.run_path(str(harness.FAKE_SERVER))["vector_of"]  # what the fake answers
+SWEEP_INFERENCE = [Config("prefork", c) for c in (1, 2, 4, 8)]
 
 
-# The configurations each case runs (the sizing core's choice is added when missing).
-SWEEP = {
-    "a": [Config("solo", 1), Config("prefork", 4), Config("threads", 8), Config("threads", 16),
-          Config("threads", 32), Config("gevent", 8), Config("gevent", 16),
-          Config("gevent", 32), Config("gevent", 64), Config("gevent", 16, 2),
-          Config("gevent", 32, 2)],
-    "b": [Config("gevent", c) for c in (4, 8, 12, 16, 32, 64)],
-    "c": [Config("prefork", c) for c in (1, 2, 4)],
-}
-
-
-def runs_planned(cases: str, chosen: dict) -> int:
-    return sum(len(_with(SWEEP[case], chosen[case])) for case in "abc" if case in cases)
+def runs_planned(cases: list[str], cores: int) -> int:
+    """Every sweep run, and the default and tuned plans of each embedding workload."""
+    embedding = sum(1 for c in cases if c in WORKLOADS) * (len(sweep_configs(cores)) + 2)
+    return embedding + (len(SWEEP_INFERENCE) if "inference" in cases else 0)
 
 
 def progress(done: int, total: int, elapsed_s: float) -> str:
@@ -175,79 +143,185 @@ def progress(done: int, total: int, elapsed_s: float) -> str:
     return f"[{done}/{total}, {elapsed_s:.0f} s, {eta}]"
 
 
-def sweep(quick: bool, cases: str, say) -> list[Result]:
-    chosen = chosen_configs()
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_embedding(workload: Workload, config: Config, broker: str, results_url: str,
+                  api_url: str) -> Result:
+    """Queue the tasks, start the workers, count results stored per second at pace."""
+    from fleet_worker.tasks import embed
+
+    client = redis.Redis.from_url(broker)
+    client.flushall()
+    texts = [f"t{i}" for i in range(workload.batch)]
+    def batch(i: int) -> list[str]:
+        return texts if workload.same_texts else [f"{i} {t}" for t in texts]
+
+    sent = [embed.apply_async((batch(i),), queue=EMBEDDING_QUEUE)
+            for i in range(workload.queued)]
+    stored = redis.Redis.from_url(results_url)
+    stats_before = harness.backend_call(api_url, "/admin/stats")
+    env = harness.worker_env(broker, api_url, "embedding", config.pool, config.concurrency,
+                             CELERY_RESULT_BACKEND=results_url, **workload.worker_env)
+    workers = [harness.celery_worker(env, EMBEDDING_QUEUE, config.pool, config.concurrency,
+                                     name=f"bench{i}") for i in range(config.processes)]
+    running = [w.__enter__() for w in workers]
+    try:
+        processes = [psutil.Process(p.pid) for p in running]
+        # pace: once a tenth of what the window would take is done (every process started)
+        deadline = time.monotonic() + 120
+        while stored.dbsize() < max(20, workload.queued // 20) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done0, cpu0, t0 = stored.dbsize(), _cpu_s(processes), time.monotonic()
+        peak_rss = 0.0
+        while time.monotonic() - t0 < STEADY_WINDOW_S and \
+                stored.dbsize() < workload.queued * 0.85:
+            peak_rss = max(peak_rss, sum(harness.tree_rss_mb(p.pid) for p in running))
+            time.sleep(0.25)
+        done1, cpu1, t1 = stored.dbsize(), _cpu_s(processes), time.monotonic()
+    finally:
+        for worker in workers:
+            worker.__exit__(None, None, None)
+    stats_after = harness.backend_call(api_url, "/admin/stats")
+    errors = 0
+    for i, result in enumerate(sent[:30]):  # the first sent ran first: check their vectors
+        value = result.get(timeout=30) if result.ready() else None
+        expected = [vector_of(t, workload.fake.get("dimensions", 16)) for t in batch(i)]
+        errors += value != expected
+    tasks, seconds = done1 - done0, t1 - t0
+    ideal = config.concurrency * config.processes / (EMBED_LATENCY_MS / 1000)
+    if "rate_limit_per_s" in workload.fake:
+        ideal = min(ideal, RATE_LIMIT_PER_S)
+    return Result(workload.key, config.label, tasks, round(seconds, 2),
+                  round(tasks / seconds, 1) if seconds else 0.0, round(ideal, 1),
+                  round(peak_rss, 1), errors,
+                  cpu_ms_per_task=round((cpu1 - cpu0) * 1000 / tasks, 2) if tasks else 0.0,
+                  backend={k: stats_after[k] - stats_before.get(k, 0) for k in stats_after
+                           if k != "max_in_flight"})
+
+
+def tuned_config(workload: Workload, default: Result, api_url: str) -> tuple[Config, list[str]]:
+    """The plan after tune: the default run's CPU per task, the endpoint probed."""
+    facts = machine_facts()
+    measured = tune.Measured()
+    cpu_ms = default.cpu_ms_per_task
+    tune.cpu_values(cpu_ms, default.tasks, cpu_ms * default.tasks / 1000, default.seconds, 1,
+                    measured)
+    n = tune.probe_concurrency(facts.cores, slots_per_process(EMBED_LATENCY_MS, cpu_ms or 1), 1)
+    url = f"{api_url}/embeddings"
+    headers = {"Content-Type": "application/json"}
+    one = PROBE["measure"](url, headers, "fake", 12, 1)
+    many = PROBE["measure"](url, headers, "fake", max(3 * n, tune.MIN_PROBE_OK), n)
+    tune.endpoint_values(one, many, measured)
+    settings = dict(DEFAULTS, **workload.known, **measured.values)
+    return as_config(plan_embedding(facts, settings)), measured.evidence + measured.refusals
+
+
+def run_inference(config: Config, broker: str, api_url: str, tasks: int) -> Result:
+    from fleet_worker.app import app
+    from fleet_worker.tasks import generate
+
+    app.control.purge()
+    env = harness.worker_env(broker, api_url, "llm", config.pool, config.concurrency)
+    with harness.celery_worker(env, LLM_QUEUE, config.pool, config.concurrency) as process:
+        warm = generate.apply_async(("warm",), queue=LLM_QUEUE)
+        warm.get(timeout=300)
+        started = time.monotonic()
+        sent = [(generate.apply_async((f"text {i}",), queue=LLM_QUEUE), f"text {i}")
+                for i in range(tasks)]
+        errors, completions, rss = 0, [], 0.0
+        for result, text in sent:
+            try:
+                errors += result.get(timeout=600) != f"echo: {text}"
+                completions.append(time.monotonic() - started)
+            except Exception:  # a task that failed: counted, the sweep goes on
+                errors += 1
+            rss = max(rss, harness.tree_rss_mb(process.pid))
+        seconds = time.monotonic() - started
+    return Result("inference", config.label, tasks, round(seconds, 2), round(tasks / seconds, 3),
+                  round(1 / COMPLETION_WALL_S, 3), round(rss, 1), errors,
+                  round(statistics.mean(completions), 2) if completions else 0.0)
+
+
+vector_of = runpy.run_path(str(harness.FAKE_SERVER))["vector_of"]  # what the fake answers
+
+
+def sweep(quick: bool, cases: list[str], say) -> tuple[list[Result], dict]:
     cores = os.cpu_count() or 1
     results: list[Result] = []
-    scale = 0.5 if quick else 1.0
+    notes: dict[str, list[str]] = {}
     with harness.local_redis() as broker:
+        results_url = broker.rsplit("/", 1)[0] + "/1"  # its own DB: DBSIZE = tasks done
         os.environ["CELERY_BROKER_URL"] = broker
-        os.environ["CELERY_RESULT_BACKEND"] = broker
-        if "a" in cases:
-            with harness.fake_backend(latency_ms=EMBED_LATENCY_MS) as api:
-                for config in _with(SWEEP["a"], chosen["a"]):
-                    n = int((60 if config.concurrency * config.processes < 8 else 400) * scale)
-                    ideal = config.concurrency * config.processes / (EMBED_LATENCY_MS / 1000)
-                    results.append(_mark(run_config("a", config, broker, api, n, ideal,
-                                                    EMBEDDING_QUEUE, {}), chosen["a"], config))
-                    say(results[-1])
-        if "b" in cases:
-            with harness.fake_backend(latency_ms=EMBED_LATENCY_MS,
-                                      rate_limit_per_s=RATE_LIMIT_PER_S,
-                                      burst=RATE_LIMIT_BURST) as api:
-                for config in _with(SWEEP["b"], chosen["b"]):
-                    ideal = min(RATE_LIMIT_PER_S, config.concurrency / (EMBED_LATENCY_MS / 1000))
-                    results.append(_mark(run_config(
-                        "b", config, broker, api, int(300 * scale), ideal, EMBEDDING_QUEUE,
-                        {"EMBEDDING_RATE_LIMIT_PER_S": RATE_LIMIT_PER_S,
-                         "EMBEDDING_RATE_BURST": 1}), chosen["b"], config))
-                    say(results[-1])
-        if "c" in cases:
+        os.environ["CELERY_RESULT_BACKEND"] = results_url
+        for key in (c for c in cases if c in WORKLOADS):
+            workload = WORKLOADS[key]
+            if quick:
+                workload = replace(workload, queued=workload.queued // 2)
+            with harness.fake_backend(**workload.fake) as api:
+                default = default_config(workload)
+                first = run_embedding(workload, default, broker, results_url, api)
+                first.marks = ("default",)
+                say(first)
+                tuned, notes[key] = tuned_config(workload, first, api)
+                by_config = {default: first}
+                for config in [tuned] + sweep_configs(cores):
+                    if config not in by_config:
+                        by_config[config] = run_embedding(workload, config, broker,
+                                                          results_url, api)
+                        say(by_config[config])
+                    if config == tuned:
+                        by_config[config].marks += ("tuned",)
+                results += by_config.values()
+        if "inference" in cases:
             with harness.fake_backend(completion_cpu_ms=COMPLETION_WALL_S * 1000 * cores,
                                       cpu_workers=cores) as api:
-                for config in _with(SWEEP["c"], chosen["c"]):
-                    results.append(_mark(run_config(
-                        "c", config, broker, api, max(4, int(8 * scale)),
-                        1 / COMPLETION_WALL_S, LLM_QUEUE, {}), chosen["c"], config))
-                    say(results[-1])
-    return results
+                chosen = plan_llm("bench", machine_facts(), DEFAULTS)[0]
+                for config in SWEEP_INFERENCE:
+                    result = run_inference(config, broker, api, 4 if quick else 8)
+                    if config == Config(chosen.pool, chosen.concurrency):
+                        result.marks = ("default",)
+                    results.append(result)
+                    say(result)
+    return results, notes
 
 
-def _with(configs: list[Config], chosen: Config) -> list[Config]:
-    return configs if chosen in configs else [*configs, chosen]
+TITLES = {**{k: w.title for k, w in WORKLOADS.items()},
+          "inference": "inference: CPU-bound completions, every core each"}
 
 
-def _mark(result: Result, chosen: Config, config: Config) -> Result:
-    result.chosen = config == chosen
-    return result
-
-
-CASE_TITLES = {"a": f"a. embeddings, endpoint {EMBED_LATENCY_MS} ms",
-               "b": f"b. embeddings, {RATE_LIMIT_PER_S} requests/s limit, fleet-wide limiter",
-               "c": "c. CPU-bound inference, every core per completion"}
-
-
-def format_table(results: list[Result]) -> str:
+def format_table(results: list[Result], notes: dict) -> str:
     lines = []
-    for case in sorted({r.case for r in results}):
+    for case in CASE_KEYS:
         rows = [r for r in results if r.case == case]
+        if not rows:
+            continue
         best = max(rows, key=lambda r: r.tasks_per_s)
-        lines += ["", CASE_TITLES[case],
-                  f"  {'config':<26} {'tasks':>5} {'tasks/s':>8} {'ideal':>7} {'ratio':>6} "
-                  f"{'mean s':>7} {'RSS MB':>7} {'errors':>6} {'429s':>5}"]
+        lines += ["", TITLES[case],
+                  f"  {'config':<18} {'tasks':>5} {'tasks/s':>8} {'ideal':>7} {'of best':>7} "
+                  f"{'CPU ms':>6} {'mean s':>6} {'RSS MB':>6} {'errors':>6} {'429s':>5}"]
         for r in rows:
-            mark = "  <- chosen" if r.chosen else ""
-            lines.append(f"  {r.config:<26} {r.tasks:>5} {r.tasks_per_s:>8.2f} "
-                         f"{r.ideal_per_s:>7.2f} {r.ratio:>6.2f} {r.mean_completion_s:>7.2f} "
-                         f"{r.worker_rss_mb:>7.0f} {r.errors:>6} "
+            mark = f"  <- {' and '.join(r.marks)}" if r.marks else ""
+            lines.append(f"  {r.config:<18} {r.tasks:>5} {r.tasks_per_s:>8.1f} "
+                         f"{r.ideal_per_s:>7.1f} {r.tasks_per_s / best.tasks_per_s:>7.0%} "
+                         f"{r.cpu_ms_per_task:>6.1f} {r.mean_completion_s:>6.1f} "
+                         f"{r.worker_rss_mb:>6.0f} {r.errors:>6} "
                          f"{r.backend.get('rate_limited', 0):>5}{mark}")
-        chosen = next((r for r in rows if r.chosen), None)
-        if chosen:
-            lines.append(f"  chosen {chosen.config}: {chosen.tasks_per_s / best.tasks_per_s:.0%}"
-                         f" of the best ({best.config}, {best.tasks_per_s:.1f}/s)")
-        solo = next((r for r in rows if r.config == "solo 1"), None)
-        if solo and chosen:
-            lines.append(f"  chosen vs solo: {chosen.tasks_per_s / solo.tasks_per_s:.1f}x")
+        for mark in ("default", "tuned"):
+            chosen = next((r for r in rows if mark in r.marks), None)
+            if chosen:
+                lines.append(f"  {mark} plan {chosen.config}: "
+                             f"{chosen.tasks_per_s / best.tasks_per_s:.0%} of the best "
+                             f"({best.config}, {best.tasks_per_s:.1f}/s)")
+        lines += [f"  measured for the tuned plan: {n}" for n in notes.get(case, [])]
     return "\n".join(lines)
 
 
@@ -256,42 +330,47 @@ def write_chart(results: list[Result], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = sorted({r.case for r in results})
-    figure, axes = plt.subplots(1, len(cases), figsize=(6 * len(cases), 4.5), squeeze=False)
-    for axis, case in zip(axes[0], cases):
+    cases = [c for c in CASE_KEYS if any(r.case == c for r in results)]
+    figure, axes = plt.subplots(len(cases), 1, figsize=(11, 3.6 * len(cases)), squeeze=False)
+    colors = {"default": "tab:orange", "tuned": "tab:green"}
+    for axis, case in zip(axes[:, 0], cases):
         rows = [r for r in results if r.case == case]
-        colors = ["tab:orange" if r.chosen else "tab:blue" for r in rows]
-        axis.bar(range(len(rows)), [r.tasks_per_s for r in rows], color=colors)
-        axis.plot(range(len(rows)), [r.ideal_per_s for r in rows], "k_", markersize=18,
-                  label="ideal")
-        axis.set_xticks(range(len(rows)), [r.config for r in rows], rotation=45, ha="right")
+        axis.bar(range(len(rows)), [r.tasks_per_s for r in rows],
+                 color=[colors[r.marks[-1]] if r.marks else "tab:blue" for r in rows])
+        axis.set_xticks(range(len(rows)), [r.config for r in rows], rotation=40, ha="right",
+                        fontsize=8)
         axis.set_ylabel("tasks/s")
-        axis.set_title(CASE_TITLES[case], fontsize=9)
-        axis.legend(fontsize=8)
-    figure.suptitle("fleet bench: orange = the sizing core's choice for this machine")
+        axis.set_title(TITLES[case], fontsize=9)
+    figure.suptitle("fleet bench: orange = default plan, green = plan after tune")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
 
 
 def main(out_dir: str, quick: bool, cases: str) -> int:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    chosen = [c.strip() for c in cases.split(",")] if cases != "all" else list(CASE_KEYS)
+    unknown = [c for c in chosen if c not in CASE_KEYS]
+    if unknown:
+        print(f"fleet bench: --cases {cases!r}: choose from {', '.join(CASE_KEYS)} or all")
+        return 2
     facts = machine_facts()
-    print(f"fleet bench on {facts.cores} cores, {facts.ram_mb} MB RAM; chosen: "
-          + ", ".join(f"{c}: {cfg.label}" for c, cfg in chosen_configs().items()), flush=True)
-
-    total, started, done = runs_planned(cases, chosen_configs()), time.monotonic(), []
+    print(f"fleet bench on {facts.cores} cores, {facts.ram_mb} MB RAM: "
+          + ", ".join(chosen), flush=True)
+    total, started, done = runs_planned(chosen, facts.cores), time.monotonic(), []
 
     def say(result: Result) -> None:
         done.append(result)
-        print(f"  [{result.case}] {result.config:<24} {result.tasks_per_s:7.1f} tasks/s "
-              f"(ideal {result.ideal_per_s:.1f}, {result.errors} errors)  "
+        print(f"  [{result.case}] {result.config:<16} {result.tasks_per_s:7.1f} tasks/s "
+              f"(CPU {result.cpu_ms_per_task:.1f} ms a task, {result.errors} errors)  "
               f"{progress(len(done), total, time.monotonic() - started)}", flush=True)
 
-    results = sweep(quick, cases, say)
-    print(format_table(results))
+    results, notes = sweep(quick, chosen, say)
+    print(format_table(results, notes))
     (out / "results.json").write_text(json.dumps(
-        [dict(asdict(r), ratio=round(r.ratio, 3)) for r in results], indent=2) + "\n")
+        {"machine": {"cores": facts.cores, "ram_mb": facts.ram_mb}, "notes": notes,
+         "results": [dict(asdict(r), ratio=round(r.ratio, 3)) for r in results]},
+        indent=2) + "\n")
     write_chart(results, out / "bench.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'bench.png'}")
     return 0
