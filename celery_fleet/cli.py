@@ -3,6 +3,7 @@
     fleet plan --ram-mb N --cores N [--gpu VRAM_MB]... [--set KEY=VALUE]... [--json]
     fleet plan inventory/X.py [--json]
     fleet status inventory/X.py [--json] [--watch SECONDS]
+    fleet tune inventory/X.py [--window SECONDS] [--dry]
     fleet bench [--quick] [--cases light,heavy,limited,inference]
     fleet lab up [--hosts SPEC] [--suite bookworm|trixie] | down | status | ssh NAME [COMMAND...]
 """
@@ -78,6 +79,19 @@ def status_command(args) -> int:
         return run(args.inventory, args.json, args.watch)
     except KeyboardInterrupt:  # the way out of --watch
         return 0
+    except FleetError as error:
+        print(f"fleet: {error}", file=sys.stderr)
+        return 2
+
+
+def tune_command(args) -> int:
+    if args.window < 10:
+        raise SettingsError("(command line)", "--window", args.window,
+                            "a number of seconds >= 10")
+    from .fleet import FleetError
+    from .tune_probe import run  # imports pyinfra: only when needed
+    try:
+        return run(args.inventory, args.window, args.dry)
     except FleetError as error:
         print(f"fleet: {error}", file=sys.stderr)
         return 2
@@ -161,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read again every SECONDS, showing each worker's memory change "
                              "since the first reading (Ctrl-C stops)")
     status.set_defaults(func=status_command)
+
+    tune = commands.add_parser("tune", help="measure the running fleet (CPU per task, the "
+                               "endpoint's latency and capacity) and write it to group_data "
+                               "beside the inventory, for the next deploy (docs/TUNING.md)")
+    tune.add_argument("inventory", help="a pyinfra inventory file")
+    tune.add_argument("--window", type=float, default=60,
+                      help="seconds to watch the workers while tasks flow (default: 60)")
+    tune.add_argument("--dry", action="store_true", help="measure and show; write nothing")
+    tune.set_defaults(func=tune_command)
 
     bench = commands.add_parser("bench", help="sweep pools and concurrencies with real celery "
                                 "workers against the fake backend on this machine")

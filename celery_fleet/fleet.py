@@ -67,15 +67,16 @@ def controller_problems(host: str, settings: Settings, detected: HostFacts) -> l
     return found
 
 
-def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = False
-                   ) -> dict[str, PlannedHost]:
+def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = False,
+                   tuned: dict | None = None) -> dict[str, PlannedHost]:
     """{host name: PlannedHost} for every reachable fleet host; raises FleetError listing every
     bad value and the broker count problem, before anything is changed. Hosts pyinfra could
     not connect to are left out (pyinfra reports them and the run fails). Secrets are read (or
-    generated) on the controller only for a deploy."""
+    generated) on the controller only for a deploy. tuned: values `fleet tune` measured, as
+    the group data it writes: under each host's own inventory values."""
     redis = {h.name: h.get_fact(RedisState) for h in inventory if h not in unreachable
              and ("broker" in host_roles(h) or is_retired(h))}
-    inputs = [HostInput(h.name, host_roles(h), h.data.dict(),
+    inputs = [HostInput(h.name, host_roles(h), _with_tuned(inventory, h, tuned),
                         h.data.get("ssh_hostname") or h.name,
                         None if h in unreachable or not host_roles(h) else detected_facts(h),
                         redis[h.name]["password_digest"] if h.name in redis else None,
@@ -94,6 +95,14 @@ def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = Fals
     if errors:
         raise FleetError("invalid inventory, no host was changed:\n  " + "\n  ".join(errors))
     return planned
+
+
+def _with_tuned(inventory, host, tuned: dict | None) -> dict:
+    data = host.data.dict()
+    if tuned:
+        own = inventory.get_host_data(host.name)
+        data.update({key: value for key, value in tuned.items() if key not in own})
+    return data
 
 
 def fleet_plans(inventory, state) -> dict[str, PlannedHost]:

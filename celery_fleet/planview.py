@@ -3,7 +3,7 @@ number (`fleet plan`). Pure."""
 
 from __future__ import annotations
 
-from .sizing import HostPlan, memory_recycle_mb
+from .sizing import EmbeddingPlan, HostPlan, memory_recycle_mb
 
 
 def _memory(memory_max_mb: int) -> str:
@@ -11,12 +11,16 @@ def _memory(memory_max_mb: int) -> str:
             f"{memory_recycle_mb(memory_max_mb)} MB)")
 
 
+def embedding_line(e: EmbeddingPlan) -> str:
+    """"gevent x16 in 2 processes" """
+    return f"{e.pool} x{e.concurrency}" + (f" in {e.processes} processes" if e.processes > 1
+                                          else "")
+
+
 def plan_summary(plan: HostPlan) -> str:
     parts = []
     if plan.embedding:
-        e = plan.embedding
-        parts.append(f"embedding {e.pool} x{e.concurrency}"
-                     + (f" in {e.processes} processes" if e.processes > 1 else ""))
+        parts.append(f"embedding {embedding_line(plan.embedding)}")
     if plan.llm:
         instances = ", ".join(f"{i.name} x{i.concurrency}" for i in plan.llm.instances)
         parts.append(f"llm {plan.llm.pool} [{instances}]")

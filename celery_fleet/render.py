@@ -182,6 +182,7 @@ def hardening(unit: str, gpu: bool) -> dict:
 def fake_openai_unit(h: PlannedHost) -> dict:
     return {"script": layout.FAKE_OPENAI_SCRIPT, "port": layout.FAKE_OPENAI_PORT,
             "latency_ms": h.settings["fake_openai_latency_ms"],
+            "capacity": h.settings["fake_openai_capacity"],
             "completion_cpu_ms": h.settings["fake_openai_completion_cpu_ms"]}
 
 

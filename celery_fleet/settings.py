@@ -248,6 +248,8 @@ _SETTINGS = [
     Setting("fake_openai_latency_ms", 50, "a number of milliseconds >= 0",
             lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
             "the fake API's answer time for embeddings"),
+    Setting("fake_openai_capacity", 1024, "a whole number >= 1", _int_at_least(1),
+            "requests the fake API serves at once (the rest wait their turn)"),
     Setting("fake_openai_completion_cpu_ms", 300, "a number of milliseconds >= 0",
             lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
             "CPU the fake API burns per completion, across every core"),

@@ -141,7 +141,71 @@ def runtime_evidence(what: str, journal: JournalSummary) -> str:
     if not journal.runtimes_s:
         return f"{what}: no task finished in the window"
     runtimes = sorted(journal.runtimes_s)
-    p95 = runtimes[int(0.95 * (len(runtimes) - 1))]
+    p95 = runtimes[math.ceil(0.95 * len(runtimes)) - 1]  # nearest rank
     return (f"{what}: {len(runtimes)} tasks, runtime p50 {statistics.median(runtimes) * 1000:.0f}"
             f" ms, p95 {p95 * 1000:.0f} ms; {journal.retries} retries ({journal.retries_429} "
             f"after a 429), {journal.failed} failed")
+
+
+# ---- what tune writes ---------------------------------------------------------------------
+
+def set_by_the_inventory(host_data: dict[str, dict], values: dict) -> list[str]:
+    """Measured values a host's own inventory data overrides (host data wins over group
+    data): the measurement does not reach those hosts until the inventory lets it."""
+    lines = []
+    for key in values:
+        hosts = sorted(name for name, data in host_data.items() if key in data)
+        if hosts:
+            lines.append(f"{key} is set in the inventory for {', '.join(hosts)}: those hosts keep "
+                         f"their value; remove it there for the measured {values[key]} to apply")
+    return lines
+
+
+def group_data_text(measured: Measured, inventory_path: str, when: str) -> str:
+    """The group_data file: the values, and the evidence as its docstring."""
+    evidence = "\n".join(f"- {line}" for line in measured.evidence)
+    values = "\n".join(f"{key} = {value!r}" for key, value in sorted(measured.values.items()))
+    return (f'"""Measured by `fleet tune {inventory_path}` on {when}; the next deploy applies '
+            "it.\n\nHost data in the inventory wins over these values. Run fleet tune again "
+            "to measure again; delete\nthis file to go back to the defaults "
+            "(docs/TUNING.md).\n\nEvidence:\n"
+            f'{evidence}\n"""\n\n{values}\n')
+
+
+# ---- the LLM side: a report, nothing written ----------------------------------------------
+# Idle share of the window under which the LLM workers are called busy, and the runtime ratio
+# at which generations at once on a GPU are said to slow each other down.
+LLM_BUSY_SHARE = 0.9
+
+
+def llm_report(host: str, plan, settings: dict, journal: JournalSummary, window_s: float,
+               waiting_before: dict, waiting_after: dict) -> list[str]:
+    """What the LLM workers of one host did in the window, and whether another concurrency
+    would serve better. The rules stay the defaults (sizing.py); this only reports."""
+    llm = plan.llm
+    slots = sum(i.concurrency for i in llm.instances)
+    if not journal.runtimes_s:
+        return [f"{host}: no generation finished in {window_s:.0f} s: nothing to judge"]
+    runtimes = sorted(journal.runtimes_s)
+    p50 = statistics.median(runtimes)
+    busy = sum(runtimes) / (window_s * slots)  # share of the slots' time spent generating
+    waiting = [q for q in settings["llm_queues"]
+               if waiting_before.get(q, 0) > 0 and waiting_after.get(q, 0) > 0]
+    lines = [f"{host}: {len(runtimes)} generations in {window_s:.0f} s on {slots} slot(s) "
+             f"({llm.device}, {', '.join(f'{i.name} x{i.concurrency}' for i in llm.instances)})"
+             f", p50 {p50:.2f} s, busy {busy:.0%}; "
+             + (f"tasks waited in {', '.join(waiting)} the whole window" if waiting
+                else "the queue emptied")]
+    if llm.device == "cpu" and llm.concurrency > 1:
+        lines.append(f"{host}: {llm.concurrency} generations at once on CPU: one at a time with "
+                     "every core finished sooner on every machine measured (docs/BENCHMARKS.md);"
+                     " try llm_concurrency=1 and compare with fleet tune")
+    elif waiting and busy >= LLM_BUSY_SHARE:
+        if llm.device == "cpu":
+            lines.append(f"{host}: busy the whole window with work waiting: CPU inference "
+                         "scales out, add hosts to llm_workers")
+        else:
+            lines.append(f"{host}: busy the whole window with work waiting: where VRAM holds "
+                         "more generations, a higher llm_concurrency (at most 4 by design) "
+                         "or more GPUs serve more; fleet tune again shows whether p50 grew")
+    return lines
