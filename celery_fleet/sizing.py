@@ -36,13 +36,18 @@ EMBEDDING_MEMORY_MIN_MB = 512  # a worker process with its imports takes ~60-70 
 ASSUMED_EMBEDDING_CPU_MS = 11
 # Latency assumed when the inventory gives none: the design documents' reference endpoint.
 ASSUMED_EMBEDDING_LATENCY_MS = 200
-# Greenlets (or threads) one process drives: each slot waits latency ms on the endpoint and
-# then needs cpu ms of the process's one core, so (latency + cpu) / cpu slots keep that core
-# busy. Past it, slots only queue for the core (tasks take longer, throughput stays); below
-# it, the core idles. fleet bench (docs/BENCHMARKS.md, cases light and heavy) found the
-# optimum at or above that point and a flat plateau past it: plan 1.5 x, so a slower endpoint
-# moment or a cheaper task does not leave the core idle, and split the rest across processes.
+# Greenlets (or threads) in one process: each slot waits latency ms on the endpoint and then
+# needs cpu ms of the process's one core, so (latency + cpu) / cpu slots keep that core busy.
+# fleet bench (docs/BENCHMARKS.md, 200 ms endpoint, light tasks of ~4 ms) measured two things:
+# - a process loses pace well before its core is full (16 -> 71/s, 32 -> 128/s, 64 -> 194/s
+#   in one process; 16 x 2 processes 150/s beat 32 x 1): a second process helps once one
+#   would hold more than 1.5 x (latency + cpu) / cpu;
+# - the host's throughput still grew at 2.5 x that point (64 x 2 -> 379/s, 128 x 2 -> 480/s):
+#   under load the endpoint and the core's queue stretch every slot's time, so the cores are
+#   given up to 3 x before the plan stops adding slots. Too many costs little (78 KB a
+#   greenlet, tasks queue for the core); too few loses throughput.
 SLOTS_PER_PROCESS_HEADROOM = 1.5
+SLOTS_PER_CORE_HEADROOM = 3.0
 # SIZING.md, 50 requests/s limit, 200 ms endpoint: gevent 12 was best (49/s, no 429); 16 and up
 # brought 429 storms and slower tasks. Best = 1.05 x rate x measured end-to-end latency.
 LITTLE_LAW_HEADROOM = 1.05
@@ -301,9 +306,11 @@ def _ram_tier(facts: HostFacts) -> tuple[int, int, str]:
         "flight, half the RAM as memory ceiling")
 
 
-def slots_per_process(latency_ms: float, cpu_ms: float) -> int:
-    """Greenlets or threads one process drives: (latency + cpu) / cpu keep its core busy."""
-    return max(1, math.ceil(SLOTS_PER_PROCESS_HEADROOM * (latency_ms + cpu_ms) / cpu_ms))
+def slots_per_process(latency_ms: float, cpu_ms: float,
+                      headroom: float = SLOTS_PER_PROCESS_HEADROOM) -> int:
+    """Greenlets or threads past which a second process helps: headroom x (latency + cpu) /
+    cpu, the slots that keep one core busy."""
+    return max(1, math.ceil(headroom * (latency_ms + cpu_ms) / cpu_ms))
 
 
 def slots_that_fit(pool: str, memory_max_mb: int) -> int:
@@ -360,10 +367,11 @@ def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> Embed
                        "tier is the most this host sends at once")
 
     per_process = slots_per_process(latency, cpu) if pool in IN_PROCESS_POOLS else total
-    if pool in IN_PROCESS_POOLS and total > per_process * facts.cores:
-        total = per_process * facts.cores
-        reasons.append(f"{facts.cores} core(s) drive at most {total} in flight ({per_process} a "
-                       f"process at {known})")
+    per_core = slots_per_process(latency, cpu, SLOTS_PER_CORE_HEADROOM)
+    if pool in IN_PROCESS_POOLS and total > per_core * facts.cores:
+        total = per_core * facts.cores
+        reasons.append(f"{facts.cores} core(s) drive at most {total} in flight ({per_core} a "
+                       f"core at {known}: {SLOTS_PER_CORE_HEADROOM} x (latency + CPU) / CPU)")
     if s["embedding_concurrency"] is not None:
         total = s["embedding_concurrency"]
         reasons.append(f"embedding_concurrency={total} set in the inventory (the host's total)")

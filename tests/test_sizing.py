@@ -26,9 +26,9 @@ EMBEDDING_TABLE = [
     (facts(7.5, 2), ("gevent", 16, 1, 6144)),  # a "8 GB" machine
     (facts(8, 2), ("gevent", 16, 1, 6144)),
     (facts(12, 4), ("gevent", 16, 1, 6144)),
-    # the tier's 32 x (200 + 11 ms assumed) / 11 ms: one process drives 29, two share 32
+    # the tier's 32 past 1.5 x (200 + 11 ms assumed) / 11 ms = 29: two processes share it
     (facts(15.6, 8), ("gevent", 16, 2, 4096)),  # a "16 GB" machine
-    (facts(16, 1), ("gevent", 29, 1, 8192)),  # one core drives 29: below the tier
+    (facts(16, 1), ("gevent", 32, 1, 8192)),  # one core: one process
     (facts(64, 16), ("gevent", 16, 2, 4096)),
     (facts(1024, 128, 8, 80), ("gevent", 16, 2, 4096)),
 ]
@@ -58,8 +58,8 @@ def test_the_tier_is_the_hosts_total_when_nothing_is_known_about_the_endpoint(ra
     (3000, 200, 2, 6),   # the same limit shared by two hosts: 50/s x 0.211 s x 1.05 / 2
     (600, 200, 1, 3),
     (60, 50, 4, 1),      # never below one
-    # a generous known limit goes past the tier, up to what 4 cores drive (29 a process)
-    (100000, 200, 1, 116),
+    # a generous known limit goes past the tier, up to what 4 cores drive (3 x 211 / 11 = 58)
+    (100000, 200, 1, 232),
 ])
 def test_rate_limit_bounds_the_hosts_tasks_by_littles_law(rate, latency, hosts, expected):
     s = dict(DEFAULTS, embedding_rate_limit_per_min=rate, embedding_latency_ms=latency)
@@ -78,10 +78,10 @@ def test_rate_limit_without_latency_says_so_and_does_not_cap():
     (64, 1, 200, 7, 2, (34, 2)),
     (64, 4, 200, 7, 2, (17, 1)),     # shared by 4 hosts: 16 x 207/200 -> 17
     (4, 1, 200, None, 8, (5, 1)),    # a small endpoint: below the tier (4 x 211/200 -> 5)
-    # light tasks: one process drives 1.5 x 203/3 = 102; heavy: 1.5 x 220/20 = 17
-    (1000, 1, 200, 3, 2, (102, 2)),
-    (1000, 1, 200, 20, 2, (17, 2)),
-    (1000, 1, 200, 20, 8, (17, 8)),
+    # light tasks: a core drives 3 x 203/3 = 203; heavy: 3 x 220/20 = 33
+    (1000, 1, 200, 3, 2, (203, 2)),
+    (1000, 1, 200, 20, 2, (33, 2)),
+    (1000, 1, 200, 20, 8, (33, 8)),
     (1000, 1, 2000, 20, 8, (145, 7)),  # a slow endpoint: 1010 in flight, 152 a process
 ])
 def test_a_known_endpoint_sizes_the_host_by_its_capacity_and_the_cpu_per_task(
