@@ -3,6 +3,7 @@ latency (100 ms) and capacity (8 requests at once); tune measures the workers wh
 flow, probes the endpoint and writes the values beside the inventory, where `fleet plan`
 (and so the next deploy) reads them. Too little data is refused and writes nothing."""
 
+import re
 import subprocess
 import sys
 
@@ -45,7 +46,8 @@ def test_fleet_tune_writes_what_the_running_fleet_measured(lab, deployed, tmp_pa
         assert LATENCY_MS <= namespace["embedding_latency_ms"] <= LATENCY_MS * 1.6, out
         assert CAPACITY - 2 <= namespace["embedding_endpoint_concurrency"] <= CAPACITY, out
         assert 0 < namespace["embedding_task_cpu_ms"] < 100, out
-        assert "Evidence:" in namespace["__doc__"] and "tasks in 15 s" in namespace["__doc__"]
+        assert "Evidence:" in namespace["__doc__"], namespace["__doc__"]
+        assert re.search(r"for \d+ tasks in 1\d s on 2 host\(s\)", namespace["__doc__"])
         assert "the plan of each embedding host, before -> after:" in out
         assert "gpu-box: gevent x16 in 2 processes -> " in out, out
         assert "LLM cpu-small: " in out, out  # the LLM side is reported, never written
