@@ -91,11 +91,12 @@ def run(inventory_path: str, window_s: float, dry: bool, out=print) -> int:
     with ctx_state.use(state):
         started = time.time()
         before, waiting_before = _counters(asker, planned[asker.name], queues)
+        counted = time.time()  # the window: from one reading to the other
         out(f"fleet tune: measuring the running fleet for {window_s:.0f} s "
             f"({len(embedding)} embedding host(s), {len(llm)} LLM host(s))...")
         gevent.sleep(window_s)
         after, waiting_after = _counters(asker, planned[asker.name], queues)
-        window = time.time() - started
+        window = time.time() - counted
         journals = {name: {"embedding": _journal(hosts[name], layout.EMBEDDING_PREFIX, started),
                            "llm": _journal(hosts[name], layout.LLM_PREFIX, started)}
                     for name in workers}

@@ -40,6 +40,7 @@ def test_fleet_tune_writes_what_the_running_fleet_measured(lab, deployed, tmp_pa
         as_service_user(lab, "cpu-small", SEND.format(VENV=VENV, n=4000), timeout=180)
         tuned = fleet(lab, "tune", inventory, "--window", "15")
         out = tuned.stdout
+        print(out)  # the figures, for whoever runs it with -s
         assert tuned.returncode == 0, out + tuned.stderr
         namespace: dict = {}
         exec(written.read_text(), namespace)
@@ -47,7 +48,8 @@ def test_fleet_tune_writes_what_the_running_fleet_measured(lab, deployed, tmp_pa
         assert CAPACITY - 2 <= namespace["embedding_endpoint_concurrency"] <= CAPACITY, out
         assert 0 < namespace["embedding_task_cpu_ms"] < 100, out
         assert "Evidence:" in namespace["__doc__"], namespace["__doc__"]
-        assert re.search(r"for \d+ tasks in 1\d s on 2 host\(s\)", namespace["__doc__"])
+        assert re.search(r"for \d+ tasks in (1[5-9]|2[0-9]) s on 2 host\(s\)", namespace["__doc__"]), \
+            namespace["__doc__"]
         assert "the plan of each embedding host, before -> after:" in out
         assert "gpu-box: gevent x16 in 2 processes -> " in out, out
         assert "LLM cpu-small: " in out, out  # the LLM side is reported, never written
