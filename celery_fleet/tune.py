@@ -80,7 +80,7 @@ def endpoint_values(one: dict, many: dict, measured: Measured) -> None:
             "rate limit bounds the endpoint, not its capacity; give embedding_rate_limit_per_min")
         return
     served = many["per_s"] / one["per_s"] if one["per_s"] else 0.0
-    capacity = max(1, math.floor(served))
+    capacity = max(1, round(served))  # 7.96 measured is the 8 it serves, not 7
     lower_bound = served >= KEEPS_UP_SHARE * many["concurrency"]
     measured.values["embedding_endpoint_concurrency"] = capacity
     measured.evidence.append(
