@@ -313,6 +313,11 @@ def slots_per_process(latency_ms: float, cpu_ms: float,
     return max(1, math.ceil(headroom * (latency_ms + cpu_ms) / cpu_ms))
 
 
+def slots_per_core(latency_ms: float, cpu_ms: float) -> int:
+    """The most in flight one core drives before the plan stops adding slots."""
+    return slots_per_process(latency_ms, cpu_ms, SLOTS_PER_CORE_HEADROOM)
+
+
 def slots_that_fit(pool: str, memory_max_mb: int) -> int:
     """Task slots one process may hold: its files (LimitNOFILE) and the memory watch's mark."""
     by_memory = int((memory_recycle_mb(memory_max_mb) - PROCESS_BASE_MB) * 1024
@@ -367,7 +372,7 @@ def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> Embed
                        "tier is the most this host sends at once")
 
     per_process = slots_per_process(latency, cpu) if pool in IN_PROCESS_POOLS else total
-    per_core = slots_per_process(latency, cpu, SLOTS_PER_CORE_HEADROOM)
+    per_core = slots_per_core(latency, cpu)
     if pool in IN_PROCESS_POOLS and total > per_core * facts.cores:
         total = per_core * facts.cores
         reasons.append(f"{facts.cores} core(s) drive at most {total} in flight ({per_core} a "

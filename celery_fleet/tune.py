@@ -56,9 +56,9 @@ def cpu_per_task_ms(before: dict[str, WorkerCounters], after: dict[str, WorkerCo
     return (cpu * 1000 / tasks if tasks else 0.0), int(tasks), cpu
 
 
-def probe_concurrency(cores: int, slots_per_process: int, hosts: int) -> int:
-    """N for the probe: the most in flight the fleet's cores could drive."""
-    return max(2, min(PROBE_MAX_CONCURRENCY, cores * slots_per_process * hosts))
+def probe_concurrency(cores: int, slots_per_core: int, hosts: int) -> int:
+    """N for the probe: the most in flight the fleet's cores could drive (sizing.slots_per_core)."""
+    return max(2, min(PROBE_MAX_CONCURRENCY, cores * slots_per_core * hosts))
 
 
 def endpoint_values(one: dict, many: dict, measured: Measured) -> None:

@@ -25,7 +25,7 @@ from . import layout, tune
 from .fleet import FleetError, plan_inventory
 from .planview import embedding_line
 from .remote import connect_inventory, run_command
-from .sizing import ASSUMED_EMBEDDING_CPU_MS, ASSUMED_EMBEDDING_LATENCY_MS, slots_per_process
+from .sizing import ASSUMED_EMBEDDING_CPU_MS, ASSUMED_EMBEDDING_LATENCY_MS, slots_per_core
 from .status_probe import planned_queues
 
 TUNED_GROUP = "embedding_workers"  # the group whose group_data file fleet tune writes
@@ -109,11 +109,11 @@ def run(inventory_path: str, window_s: float, dry: bool, out=print) -> int:
             tune.cpu_values(cpu_ms, tasks, cpu_s, window, len(embedding), measured)
             probe_host = hosts[embedding[0]]
             settings = planned[probe_host.name].settings
-            per_process = slots_per_process(
+            per_core = slots_per_core(
                 settings["embedding_latency_ms"] or ASSUMED_EMBEDDING_LATENCY_MS,
                 cpu_ms or settings["embedding_task_cpu_ms"] or ASSUMED_EMBEDDING_CPU_MS)
             concurrency = tune.probe_concurrency(
-                max(planned[n].plan.facts.cores for n in embedding), per_process,
+                max(planned[n].plan.facts.cores for n in embedding), per_core,
                 len(embedding))
             out(f"probing the endpoint from {probe_host.name} (1, then {concurrency} at a "
                 "time)...")

@@ -35,7 +35,7 @@ import redis
 
 from ..layout import EMBEDDING_QUEUE, FILES_DIR, LLM_QUEUE
 from ..settings import DEFAULTS
-from ..sizing import HostFacts, plan_embedding, plan_llm, slots_per_process
+from ..sizing import HostFacts, plan_embedding, plan_llm, slots_per_core
 from .. import tune
 from . import harness
 
@@ -215,7 +215,7 @@ def tuned_config(workload: Workload, default: Result, api_url: str) -> tuple[Con
     cpu_ms = default.cpu_ms_per_task
     tune.cpu_values(cpu_ms, default.tasks, cpu_ms * default.tasks / 1000, default.seconds, 1,
                     measured)
-    n = tune.probe_concurrency(facts.cores, slots_per_process(EMBED_LATENCY_MS, cpu_ms or 1), 1)
+    n = tune.probe_concurrency(facts.cores, slots_per_core(EMBED_LATENCY_MS, cpu_ms or 1), 1)
     url = f"{api_url}/embeddings"
     headers = {"Content-Type": "application/json"}
     one = PROBE["measure"](url, headers, "fake", 12, 1)
