@@ -123,9 +123,11 @@ _SETTINGS = [
     Setting("gpus", None, "a list of VRAM sizes in MB (each >= 1024), [] for none",
             _vram_list, "VRAM of each NVIDIA GPU in MB (detected: nvidia-smi)"),
     # -- embedding worker --
-    Setting("embedding_pool", "gevent", f"one of {', '.join(EMBEDDING_POOLS)}",
+    Setting("embedding_pool", "threads", f"one of {', '.join(EMBEDDING_POOLS)}",
             _one_of(*EMBEDDING_POOLS),
-            "Celery pool of the embedding worker (I/O-bound: gevent or threads)"),
+            "Celery pool of the embedding worker (I/O-bound: threads, or gevent for an app "
+            "that needs Celery's hard time limit or thousands of slots a process; "
+            "docs/BENCHMARKS.md)"),
     Setting("embedding_concurrency", None, "a whole number >= 1", _int_at_least(1),
             "tasks in flight on the host, all its embedding processes together (default: the "
             "RAM tier, or what the endpoint and the cores can take where the endpoint is "

@@ -142,7 +142,8 @@ def test_the_deploy_summary_names_what_was_not_deployed():
     ({"embedding_pool": "threads", "embedding_concurrency": 20000, "embedding_processes": 2},
      "embedding_concurrency=20000 is not accepted: at most 5428"),
     # memory: slots whose floor (benchmarks/slot_memory.py) passes the memory watch's mark
-    ({"embedding_concurrency": 6000, "embedding_memory_max_mb": 256},
+    ({"embedding_pool": "gevent", "embedding_concurrency": 6000,
+      "embedding_memory_max_mb": 256},
      "embedding_concurrency=6000 is not accepted: 3000 gevent slots a process need at least "
      "290 MB (61 MB + 78 KB a slot, benchmarks/slot_memory.py), over the memory watch's mark "
      "of 204 MB (80% of MemoryMax 256 MB): at most 1877 slots, or a larger "

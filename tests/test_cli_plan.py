@@ -12,7 +12,7 @@ def plan_json(capsys, *args):
 
 def test_plan_json_for_the_lab_hosts(capsys):
     small = plan_json(capsys, "--ram-mb", "4096", "--cores", "1")
-    assert small["embedding"]["pool"] == "gevent" and small["embedding"]["concurrency"] == 8
+    assert small["embedding"]["pool"] == "threads" and small["embedding"]["concurrency"] == 8
     assert small["embedding"]["processes"] == 1 and small["embedding"]["memory_max_mb"] == 4096
     assert small["embedding"]["max_tasks_per_child"] == 100
     assert (small["llm"]["pool"], small["llm"]["concurrency"], small["llm"]["instances"],
@@ -36,7 +36,7 @@ def test_set_overrides_like_inventory_data(capsys):
 def test_the_text_plan_gives_the_reason_for_each_number(capsys):
     assert cli.main(["plan", "--ram-mb", "8192", "--cores", "2"]) == 0
     text = capsys.readouterr().out
-    assert "pool gevent, concurrency 16" in text and "~8 GB tier" in text
+    assert "pool threads, concurrency 16" in text and "~8 GB tier" in text
     assert "one generation at a time is fastest" in text
     assert "maxmemory-policy noeviction" in text
 

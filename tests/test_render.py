@@ -93,11 +93,11 @@ def test_verify_would_catch_a_broken_unit(unit_root):
 def test_embedding_unit_carries_the_plan():
     d = deploy_of(ram_mb=8192, cores=2)
     text = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(d))
-    assert "--pool=gevent --concurrency=16 --queues=embeddings" in text
+    assert "--pool=threads --concurrency=16 --queues=embeddings" in text
     assert "--hostname=embedding-%i@%H" in text
     assert "MemoryMax=6144M" in text and "KillMode=mixed" in text
     assert "TimeoutStopSec=360" in text  # the longest embedding task (300 s) plus a margin
-    assert "--max-tasks-per-child" not in text  # gevent has no children to recycle
+    assert "--max-tasks-per-child" not in text  # threads have no children to recycle
     assert BROKER_URL not in text  # units are world-readable: no secrets
     prefork = deploy_of(data={"embedding_pool": "prefork"})
     assert "--max-tasks-per-child=100" in render.render(
@@ -108,18 +108,18 @@ def test_units_recycle_a_worker_warm_before_the_kernel_kills_it():
     from fleet_worker.memory import EXIT_RECYCLE
 
     assert layout.EXIT_RECYCLE == EXIT_RECYCLE  # the unit restarts on what the app exits with
-    gevent = deploy_of(ram_mb=8192, cores=2)
-    text = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(gevent))
+    in_process = deploy_of(ram_mb=8192, cores=2)
+    text = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(in_process))
     assert "RestartForceExitStatus=75" in text
     assert "MemoryHigh=5529M" in text and "MemoryMax=6144M" in text
     assert "--max-memory-per-child" not in text  # one process: the app's memory watch
-    env = render.render("embedding-worker.env.j2", render.embedding_env(gevent))
+    env = render.render("embedding-worker.env.j2", render.embedding_env(in_process))
     assert 'FLEET_MEMORY_RECYCLE_MB="4915"' in env
     prefork = deploy_of(ram_mb=8192, cores=4, data={"embedding_pool": "prefork",
                                                      "embedding_concurrency": 4})
     text = render.render(f"{layout.EMBEDDING_UNIT}.j2", render.embedding_unit(prefork))
     assert f"--max-memory-per-child={4915 * 1024 // 4}" in text  # each child's share, in KiB
-    llm = render.render(layout.LLM_UNIT + ".j2", render.llm_unit(gevent))
+    llm = render.render(layout.LLM_UNIT + ".j2", render.llm_unit(in_process))
     assert "--max-memory-per-child=838656" in llm  # prefork 1 on CPU: 819 MB
     assert "MemoryMax=1024M" in llm and "RestartForceExitStatus=75" in llm
     gpu = deploy_of(ram_mb=65536, cores=8, gpus=(24576,))
@@ -149,7 +149,7 @@ def test_env_values_read_back_the_same_through_env_exec(tmp_path):
     values = env_exec_module().read_env_file(str(path))
     assert values["EMBEDDING_API_KEY"] == tricky
     assert values["CELERY_BROKER_URL"] == values["CELERY_RESULT_BACKEND"] == BROKER_URL
-    assert values["FLEET_CONCURRENCY"] == "8" and values["FLEET_POOL"] == "gevent"
+    assert values["FLEET_CONCURRENCY"] == "8" and values["FLEET_POOL"] == "threads"
 
 
 def test_redis_conf_carries_the_plan_and_is_closed():
@@ -215,7 +215,7 @@ def test_env_quote_is_json():
     assert env_quote('a"b') == json.dumps('a"b')
 
 
-STATS = {"embedding-1@cpu-small": {"pool": {"implementation": "celery.concurrency.gevent:TaskPool",
+STATS = {"embedding-1@cpu-small": {"pool": {"implementation": "celery.concurrency.thread:TaskPool",
                                             "max-concurrency": 8}},
          "llm-cpu@cpu-small": {"pool": {"implementation": "celery.concurrency.prefork:TaskPool",
                                         "max-concurrency": 1}}}
@@ -227,12 +227,12 @@ def test_worker_check_accepts_workers_running_as_planned():
 
 
 def test_worker_check_names_each_difference():
-    d = deploy_of(ram_mb=8192, cores=2, roles=("embedding", "llm"))  # plans gevent x16
+    d = deploy_of(ram_mb=8192, cores=2, roles=("embedding", "llm"))  # plans threads x16
     stats = dict(STATS)
     del stats["llm-cpu@cpu-small"]
     problems = compare_stats(layout.planned_workers(d.plan), "cpu-small", json.dumps(stats))
     assert problems == [
-        "celery-embedding-worker@1.service: runs gevent x8, planned gevent x16",
+        "celery-embedding-worker@1.service: runs threads x8, planned threads x16",
         "celery-llm-worker@cpu.service: worker llm-cpu@cpu-small does not answer"]
     assert "not JSON" in compare_stats(layout.planned_workers(d.plan), "h", "Error: timeout")[0]
 
@@ -279,8 +279,8 @@ def test_the_workers_of_a_host_are_one_service_that_passes_verify(unit_root):
     group = render.render(f"{layout.WORKER_GROUP_UNIT}.j2", render.worker_group(d))
     units = [w.unit for w in layout.planned_workers(d.plan)]
     assert f"Wants={' '.join(units)}\n" in group and len(units) == 3
-    assert ("Description=celery-fleet workers of this host: celery-embedding-worker@1 gevent "
-            "x16, celery-embedding-worker@2 gevent x16, celery-llm-worker@gpu0 threads x4") in group
+    assert ("Description=celery-fleet workers of this host: celery-embedding-worker@1 threads "
+            "x16, celery-embedding-worker@2 threads x16, celery-llm-worker@gpu0 threads x4") in group
     (unit_root / layout.WORKER_GROUP_UNIT).write_text(group)
     for unit in units:  # the units it wants, and each is PartOf= it
         text = render.render(f"{layout.LLM_UNIT if 'llm' in unit else layout.EMBEDDING_UNIT}.j2",

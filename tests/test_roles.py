@@ -123,7 +123,7 @@ def test_each_gpu_gets_its_pinned_worker_and_each_instance_runs_at_boot(first_ru
         assert f"Ensure celery-llm-worker@gpu{index}.service runs and starts at boot" in names
     assert "DeviceAllow=char-nvidia-frontend rw" in files[f"{UNITS}/{layout.LLM_UNIT}.d/"
                                                           "hardening.conf"][0]
-    assert "--pool=gevent --concurrency=16" in files[f"{UNITS}/{layout.EMBEDDING_UNIT}"][0]
+    assert "--pool=threads --concurrency=16" in files[f"{UNITS}/{layout.EMBEDDING_UNIT}"][0]
 
 
 def test_a_host_that_left_its_worker_groups_and_flower_has_them_retired(first_runs):

@@ -19,18 +19,18 @@ def facts(ram_gb, cores, gpu_count=0, vram_gb=24):
 
 # host shape -> (embedding pool, concurrency per process, processes, memory max MB per process)
 EMBEDDING_TABLE = [
-    (facts(2, 1), ("gevent", 4, 1, 1024)),
-    (facts(3.5, 2), ("gevent", 4, 1, 1792)),
-    (facts(3.7, 1), ("gevent", 8, 1, 3788)),  # a "4 GB" machine reporting 3.7 GB
-    (facts(4, 1), ("gevent", 8, 1, 4096)),
-    (facts(7.5, 2), ("gevent", 16, 1, 6144)),  # a "8 GB" machine
-    (facts(8, 2), ("gevent", 16, 1, 6144)),
-    (facts(12, 4), ("gevent", 16, 1, 6144)),
+    (facts(2, 1), ("threads", 4, 1, 1024)),
+    (facts(3.5, 2), ("threads", 4, 1, 1792)),
+    (facts(3.7, 1), ("threads", 8, 1, 3788)),  # a "4 GB" machine reporting 3.7 GB
+    (facts(4, 1), ("threads", 8, 1, 4096)),
+    (facts(7.5, 2), ("threads", 16, 1, 6144)),  # a "8 GB" machine
+    (facts(8, 2), ("threads", 16, 1, 6144)),
+    (facts(12, 4), ("threads", 16, 1, 6144)),
     # the tier's 32 past 1.5 x (200 + 11 ms assumed) / 11 ms = 29: two processes share it
-    (facts(15.6, 8), ("gevent", 16, 2, 4096)),  # a "16 GB" machine
-    (facts(16, 1), ("gevent", 32, 1, 8192)),  # one core: one process
-    (facts(64, 16), ("gevent", 16, 2, 4096)),
-    (facts(1024, 128, 8, 80), ("gevent", 16, 2, 4096)),
+    (facts(15.6, 8), ("threads", 16, 2, 4096)),  # a "16 GB" machine
+    (facts(16, 1), ("threads", 32, 1, 8192)),  # one core: one process
+    (facts(64, 16), ("threads", 16, 2, 4096)),
+    (facts(1024, 128, 8, 80), ("threads", 16, 2, 4096)),
 ]
 
 
@@ -109,7 +109,7 @@ def test_the_memory_and_file_limits_cap_what_a_known_endpoint_allows():
     assert plan.concurrency == max_slots_per_process()
     assert any("fit its memory and files" in r for r in plan.reasons)
     small = plan_embedding(facts(16, 1), dict(s, embedding_memory_max_mb=256))
-    assert small.concurrency == slots_that_fit("gevent", 256) < 2000
+    assert small.concurrency == slots_that_fit("threads", 256) < 2000
 
 
 @pytest.mark.parametrize("concurrency, cores, expected", [
@@ -266,7 +266,7 @@ def test_plan_json_has_the_documented_keys():
             "max_tasks_per_child"} <= set(out["embedding"])
     assert {"pool", "concurrency", "instances", "threads"} <= set(out["llm"])
     assert {"maxmemory_mb"} <= set(out["redis"])
-    assert (out["embedding"]["pool"], out["embedding"]["concurrency"]) == ("gevent", 8)
+    assert (out["embedding"]["pool"], out["embedding"]["concurrency"]) == ("threads", 8)
     assert (out["llm"]["pool"], out["llm"]["concurrency"], out["llm"]["instances"]) == (
         "prefork", 1, 1)
 

@@ -5,7 +5,7 @@ import pytest
 from celery_fleet import status
 from celery_fleet.sizing import Gpu, HostFacts, plan_host
 
-GEVENT = "celery.concurrency.gevent:TaskPool"
+THREADS = "celery.concurrency.thread:TaskPool"
 PREFORK = "celery.concurrency.prefork:TaskPool"
 
 
@@ -35,7 +35,7 @@ def broker_host():
 def fleet_of(*hosts, waiting=None, **overrides):
     workers = {}
     for h in hosts:
-        workers[f"embedding-1@{h}"] = {"implementation": GEVENT, "concurrency": 16, "active": 2,
+        workers[f"embedding-1@{h}"] = {"implementation": THREADS, "concurrency": 16, "active": 2,
                                        "reserved": 5, "queues": ["embeddings"], "pid": 1}
         workers[f"llm-cpu@{h}"] = {"implementation": PREFORK, "concurrency": 1, "active": 0,
                                    "reserved": 0, "queues": ["llm"], "pid": 2}
@@ -50,7 +50,7 @@ def test_a_fleet_as_planned_has_no_difference_and_says_so():
     assert report["differences"] == []
     row = report["hosts"][1]["units"][0]
     assert (row["runs"], row["plan"], row["active"], row["reserved"]) == \
-        ("gevent x16", "gevent x16", 2, 5)
+        ("threads x16", "threads x16", 2, 5)
     text = status.format_report(report, "now")
     assert "everything runs as planned" in text and status.MARK not in text
     assert "60 MB of 6144 MB" in text
@@ -63,7 +63,7 @@ def test_a_fleet_as_planned_has_no_difference_and_says_so():
                                                                    SubState="failed"),
      "w1 celery-llm-worker@cpu.service: failed (failed), planned to run"),
     (lambda h, f: f["workers"]["embedding-1@w1"].update(concurrency=8),
-     "w1 celery-embedding-worker@1.service: runs gevent x8, planned gevent x16 (deploy again)"),
+     "w1 celery-embedding-worker@1.service: runs threads x8, planned threads x16 (deploy again)"),
     (lambda h, f: f["workers"].pop("llm-cpu@w1"),
      "w1 celery-llm-worker@cpu.service: worker llm-cpu@w1 does not answer the broker"),
     (lambda h, f: h.units.update({"celery-embedding-worker@2.service":
@@ -113,7 +113,7 @@ def test_a_gpu_host_shows_its_gpus_and_a_gpu_that_disappeared():
            "processes": []}
     host = worker_host(gpus=[gpu])
     fleet = fleet_of()
-    fleet["workers"] = {"embedding-1@w1": {"implementation": GEVENT, "concurrency": 16,
+    fleet["workers"] = {"embedding-1@w1": {"implementation": THREADS, "concurrency": 16,
                                            "active": 0, "reserved": 0,
                                            "queues": ["embeddings"], "pid": 1},
                         "llm-gpu0@w1": {"implementation": "celery.concurrency.thread:TaskPool",
