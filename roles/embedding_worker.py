@@ -1,4 +1,4 @@
-"""The embedding worker: I/O-bound tasks against an embeddings API, gevent by default, as
+"""The embedding worker: I/O-bound tasks against an embeddings API, in threads by default, as
 template units celery-embedding-worker@1 ... @N (one per process of the plan)."""
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def as_service_user(lab, host, command, timeout=60, stdin: str = ""):
 
 def wait_until_answers(lab, host: str, node: str, timeout: float = 60) -> None:
     """Until a worker that was just (re)started answers the broker: the next test must not
-    find it starting (a gevent worker on a 1-core host takes ~3 s)."""
+    find it starting (a worker on a 1-core host takes ~3 s)."""
     deadline = time.monotonic() + timeout
     while node not in as_service_user(lab, host, f"{VENV}/celery -A fleet_worker.app inspect "
                                                  f"ping --timeout 2 -d {node} 2>&1 || true"):

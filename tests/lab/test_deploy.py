@@ -10,10 +10,10 @@ from .conftest import ROOT, VENV, as_service_user, deploy, lab_inventory_with
 
 # the default lab's plan (fleet plan --ram-mb ... gives the same)
 PLANNED = {
-    "cpu-small": {"embedding-1": ("gevent", 8), "llm-cpu": ("prefork", 1)},
+    "cpu-small": {"embedding-1": ("threads", 8), "llm-cpu": ("prefork", 1)},
     # 16 GB, 2 cores: the tier's 32 in flight; one process drives ~29 (200 ms, 11 ms CPU
     # assumed), so two processes of 16
-    "gpu-box": {"embedding-1": ("gevent", 16), "embedding-2": ("gevent", 16),
+    "gpu-box": {"embedding-1": ("threads", 16), "embedding-2": ("threads", 16),
                 "llm-gpu0": ("threads", 4)},
 }
 UNITS = {
@@ -41,8 +41,8 @@ def main_pids(lab):
 
 def test_the_deploy_changes_every_host_and_prints_the_plan(deployed):
     assert deployed["changed"] > 0 and deployed["errors"] == 0
-    assert "[cpu-small] plan: embedding gevent x8; llm prefork [cpu x1]" in deployed["output"]
-    assert "[gpu-box] plan: embedding gevent x16 in 2 processes; llm threads [gpu0 x4]" in \
+    assert "[cpu-small] plan: embedding threads x8; llm prefork [cpu x1]" in deployed["output"]
+    assert "[gpu-box] plan: embedding threads x16 in 2 processes; llm threads [gpu0 x4]" in \
         deployed["output"]
 
 

@@ -85,7 +85,7 @@ def test_fleet_status_shows_the_fleet_running_as_planned(lab, deployed):
     gpu_box = next(h for h in report["hosts"] if h["name"] == "gpu-box")
     assert [g["memory_total_mb"] for g in gpu_box["gpus"]] == [24576]
     text = fleet_status(lab).stdout
-    assert "everything runs as planned" in text and "gevent x16   plan gevent x16" in text
+    assert "everything runs as planned" in text and "threads x16  plan threads x16" in text
     # --watch reads again and again (Ctrl-C stops it), with each worker's memory change
     watch = subprocess.run(["timeout", "--preserve-status", "-s", "INT", "20", sys.executable,
                             "-m", "celery_fleet.cli", "status", "inventory/lab.py", "--watch",
@@ -101,7 +101,7 @@ def test_fleet_status_marks_what_differs_from_the_plan(lab, deployed, tmp_path):
     inventory = lab_inventory_with(tmp_path, {"cpu-small": {"embedding_concurrency": 12}})
     result = fleet_status(lab, inventory)
     assert result.returncode == 1
-    assert ("cpu-small celery-embedding-worker@1.service: runs gevent x8, planned gevent x12 "
+    assert ("cpu-small celery-embedding-worker@1.service: runs threads x8, planned threads x12 "
             "(deploy again)") in result.stdout
 
     # no LLM worker running, generations queued: they wait, and the status says why
@@ -242,7 +242,7 @@ def test_scaling_out_is_adding_a_host_to_a_group_and_deploying(lab, deployed, tm
         assert {q["queue"]: q["consumers"] for q in report["queues"]}["embeddings"] == 4
         broker = {r["unit"]: r for h in report["hosts"] if h["name"] == "broker"
                   for r in h["units"]}
-        assert broker["celery-embedding-worker@1.service"]["runs"] == "gevent x16"  # 8 GB
+        assert broker["celery-embedding-worker@1.service"]["runs"] == "threads x16"  # 8 GB
     finally:
         deploy(lab)  # the broker leaves the group: its worker is retired
     report = json.loads(fleet_status(lab, "inventory/lab.py", "--json").stdout)

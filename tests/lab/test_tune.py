@@ -51,7 +51,7 @@ def test_fleet_tune_writes_what_the_running_fleet_measured(lab, deployed, tmp_pa
         assert re.search(r"for \d+ tasks in (1[5-9]|2[0-9]) s on 2 host\(s\)", namespace["__doc__"]), \
             namespace["__doc__"]
         assert "the plan of each embedding host, before -> after:" in out
-        assert "gpu-box: gevent x16 in 2 processes -> " in out, out
+        assert "gpu-box: threads x16 in 2 processes -> " in out, out
         assert "LLM cpu-small: " in out, out  # the LLM side is reported, never written
 
         # the inventory reads it: the plan now follows the measured endpoint

@@ -38,7 +38,7 @@ def wait_for(condition, timeout: float = 120) -> bool:
 def test_systemctl_status_celery_worker_shows_the_hosts_workers(lab, deployed):
     out = status_shows(lab, *(f"{unit}: active (running)" for unit in WORKERS))
     assert "celery-worker.service - celery-fleet workers of this host: " \
-           "celery-embedding-worker@1 gevent x8, celery-llm-worker@cpu prefork x1" in out, out
+           "celery-embedding-worker@1 threads x8, celery-llm-worker@cpu prefork x1" in out, out
     for unit in WORKERS:
         assert f"{unit}: active (running)" in out, out
 
