@@ -114,9 +114,12 @@ def worker_env(broker_url: str, api_url: str, role: str, pool: str, concurrency:
 
 
 @contextmanager
-def celery_worker(env: dict, queue: str, pool: str, concurrency: int, name: str = "bench"):
-    """A real `celery worker` of the reference app; waits until it consumes."""
-    args = [str(VENV_BIN / "celery"), "-A", "fleet_worker.app", "worker", f"--pool={pool}",
+def celery_worker(env: dict, queue: str, pool: str, concurrency: int, name: str = "bench",
+                  nice: int = 0):
+    """A real `celery worker` of the reference app (at that niceness: `nice` runs it in the same
+    process); waits until it consumes."""
+    args = ["nice", "-n", str(nice)] if nice else []
+    args += [str(VENV_BIN / "celery"), "-A", "fleet_worker.app", "worker", f"--pool={pool}",
             f"--concurrency={concurrency}", f"--queues={queue}", f"--hostname={name}@%h",
             "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
