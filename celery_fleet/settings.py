@@ -134,7 +134,7 @@ _SETTINGS = [
             "known; docs/TUNING.md)"),
     Setting("embedding_processes", None, "a whole number >= 1", _int_at_least(1),
             "embedding worker processes (default: as many as the CPU per task needs, at most "
-            "one per core)"),
+            "two per core)"),
     Setting("embedding_rate_limit_per_min", None, "a number of requests per minute > 0",
             _number_above_zero,
             "the embeddings API's rate limit, shared by every embedding host"),

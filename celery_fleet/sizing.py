@@ -48,6 +48,12 @@ ASSUMED_EMBEDDING_LATENCY_MS = 200
 #   greenlet, tasks queue for the core); too few loses throughput.
 SLOTS_PER_PROCESS_HEADROOM = 1.5
 SLOTS_PER_CORE_HEADROOM = 3.0
+# Up to two processes a core: a process runs Python on one core at a time (the GIL), and its
+# threads that wait for the GIL while one of them decodes an answer cost CPU as well as time.
+# fleet bench, heavy tasks (~20 ms CPU), 2 cores: threads 16 x 4 processes 106-114/s at 17 ms
+# CPU a task, every 2-process shape 63-105/s at 19-26 ms; light tasks: x4 no worse than x2.
+# (Gunicorn's rule of 2 x cores + 1 workers rests on the same overlap.)
+PROCESSES_PER_CORE = 2
 # SIZING.md, 50 requests/s limit, 200 ms endpoint: gevent 12 was best (49/s, no 429); 16 and up
 # brought 429 storms and slower tasks. Best = 1.05 x rate x measured end-to-end latency.
 LITTLE_LAW_HEADROOM = 1.05
@@ -113,10 +119,11 @@ def slots_memory_mb(pool: str, concurrency: int) -> float:
 
 def refuse_what_cannot_fit(host: str, facts: HostFacts, plan: EmbeddingPlan, s: dict) -> None:
     """Inventory values that make a plan the host cannot run: refused before any change."""
-    if s["embedding_processes"] is not None and plan.processes > facts.cores:
+    most = PROCESSES_PER_CORE * facts.cores
+    if s["embedding_processes"] is not None and plan.processes > most:
         raise SettingsError(host, "embedding_processes", s["embedding_processes"],
-                            f"at most {facts.cores} on this host (one per core: more only "
-                            "take turns on the same cores)")
+                            f"at most {most} on this host ({PROCESSES_PER_CORE} per core: more "
+                            "only take turns on the same cores)")
     if plan.pool in IN_PROCESS_POOLS and plan.concurrency > max_slots_per_process():
         key = "embedding_concurrency"
         raise SettingsError(host, key, s[key], f"at most {max_slots_per_process()} tasks in "
@@ -383,11 +390,11 @@ def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> Embed
 
     processes = 1
     if pool in IN_PROCESS_POOLS:
-        processes = min(math.ceil(total / per_process), facts.cores)
+        processes = min(math.ceil(total / per_process), PROCESSES_PER_CORE * facts.cores)
         if processes > 1:
             reasons.append(f"one process drives ~{per_process} at {known} "
                            f"({SLOTS_PER_PROCESS_HEADROOM} x (latency + CPU) / CPU): "
-                           f"{processes} processes (at most one per core)")
+                           f"{processes} processes (at most {PROCESSES_PER_CORE} a core)")
     if s["embedding_processes"] is not None:
         processes = s["embedding_processes"]
         reasons.append(f"embedding_processes={processes} set in the inventory")

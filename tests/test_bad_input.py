@@ -135,20 +135,20 @@ def test_the_deploy_summary_names_what_was_not_deployed():
 
 @pytest.mark.parametrize("data, message", [
     ({"embedding_concurrency": 100000},
-     "embedding_concurrency=100000 is not accepted: at most 5428 tasks in flight per process (2 "
+     "embedding_concurrency=100000 is not accepted: at most 5428 tasks in flight per process (4 "
      "process(es) here): each holds 3 connections and a process may open 16384 files"),
-    ({"embedding_processes": 4},
-     "embedding_processes=4 is not accepted: at most 2 on this host (one per core"),
+    ({"embedding_processes": 5},
+     "embedding_processes=5 is not accepted: at most 4 on this host (2 per core"),
     ({"embedding_pool": "threads", "embedding_concurrency": 20000, "embedding_processes": 2},
      "embedding_concurrency=20000 is not accepted: at most 5428"),
     # memory: slots whose floor (benchmarks/slot_memory.py) passes the memory watch's mark
-    ({"embedding_pool": "gevent", "embedding_concurrency": 6000,
+    ({"embedding_pool": "gevent", "embedding_concurrency": 6000, "embedding_processes": 2,
       "embedding_memory_max_mb": 256},
      "embedding_concurrency=6000 is not accepted: 3000 gevent slots a process need at least "
      "290 MB (61 MB + 78 KB a slot, benchmarks/slot_memory.py), over the memory watch's mark "
      "of 204 MB (80% of MemoryMax 256 MB): at most 1877 slots, or a larger "
      "embedding_memory_max_mb"),
-    ({"embedding_pool": "threads", "embedding_concurrency": 3000,
+    ({"embedding_pool": "threads", "embedding_concurrency": 3000, "embedding_processes": 2,
       "embedding_memory_max_mb": 256}, "embedding_concurrency=3000 is not accepted: 1500 "
      "threads slots a process need at least 224 MB"),
 ])

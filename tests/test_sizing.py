@@ -28,7 +28,7 @@ EMBEDDING_TABLE = [
     (facts(12, 4), ("threads", 16, 1, 6144)),
     # the tier's 32 past 1.5 x (200 + 11 ms assumed) / 11 ms = 29: two processes share it
     (facts(15.6, 8), ("threads", 16, 2, 4096)),  # a "16 GB" machine
-    (facts(16, 1), ("threads", 32, 1, 8192)),  # one core: one process
+    (facts(16, 1), ("threads", 16, 2, 4096)),  # one core: two processes take turns on it
     (facts(64, 16), ("threads", 16, 2, 4096)),
     (facts(1024, 128, 8, 80), ("threads", 16, 2, 4096)),
 ]
@@ -78,10 +78,11 @@ def test_rate_limit_without_latency_says_so_and_does_not_cap():
     (64, 1, 200, 7, 2, (34, 2)),
     (64, 4, 200, 7, 2, (17, 1)),     # shared by 4 hosts: 16 x 207/200 -> 17
     (4, 1, 200, None, 8, (5, 1)),    # a small endpoint: below the tier (4 x 211/200 -> 5)
-    # light tasks: a core drives 3 x 203/3 = 203; heavy: 3 x 220/20 = 33
-    (1000, 1, 200, 3, 2, (203, 2)),
-    (1000, 1, 200, 20, 2, (33, 2)),
-    (1000, 1, 200, 20, 8, (33, 8)),
+    # light tasks: a core drives 3 x 203/3 = 203, a process 1.5 x 203/3 = 102; heavy: 3 x
+    # 220/20 = 33 a core, 17 a process: up to two processes a core
+    (1000, 1, 200, 3, 2, (102, 4)),
+    (1000, 1, 200, 20, 2, (17, 4)),
+    (1000, 1, 200, 20, 8, (17, 16)),
     (1000, 1, 2000, 20, 8, (145, 7)),  # a slow endpoint: 1010 in flight, 152 a process
 ])
 def test_a_known_endpoint_sizes_the_host_by_its_capacity_and_the_cpu_per_task(
@@ -113,7 +114,7 @@ def test_the_memory_and_file_limits_cap_what_a_known_endpoint_allows():
 
 
 @pytest.mark.parametrize("concurrency, cores, expected", [
-    (64, 8, (22, 3)), (100, 8, (25, 4)), (33, 8, (17, 2)), (64, 1, (64, 1)), (32, 8, (16, 2)),
+    (64, 8, (22, 3)), (100, 8, (25, 4)), (33, 8, (17, 2)), (64, 1, (32, 2)), (32, 8, (16, 2)),
     (16, 8, (16, 1)),
 ])
 def test_embedding_concurrency_is_the_hosts_total_split_across_processes(
