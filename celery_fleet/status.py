@@ -182,8 +182,9 @@ def _queues(fleet: dict, differences: list[str]) -> list[dict]:
 
 def format_report(report: dict, when: str) -> str:
     lines = [f"celery-fleet status, {when}", ""]
+    width = max([12] + [len(q["queue"]) for q in report["queues"]])  # an app's long names
     for q in report["queues"]:
-        lines.append(f"queue {q['queue']:<12} {q['waiting']:>6} waiting   "
+        lines.append(f"queue {q['queue']:<{width}} {q['waiting']:>6} waiting   "
                      f"{q['consumers']} worker(s) consume it")
     if report["unacked"] is not None:
         lines.append(f"taken by workers, not yet acknowledged: {report['unacked']}")

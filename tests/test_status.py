@@ -148,3 +148,11 @@ def test_systemctl_show_blocks_are_parsed_per_unit():
     units = status.parse_units(lines)
     assert units["redis-server.service"]["NRestarts"] == "2"
     assert units["celery-embedding-worker@1.service"]["ActiveState"] == "inactive"
+
+
+def test_queue_lines_stay_aligned_with_an_applications_long_queue_names():
+    report = status.build([broker_host(), worker_host()],
+                          fleet_of("w1", waiting={"embeddings": 3, "tj-completions": 12}))
+    lines = [line for line in status.format_report(report, "now").splitlines()
+             if line.startswith("queue ")]
+    assert len(lines) == 2 and len({line.index(" waiting") for line in lines}) == 1, lines
