@@ -48,10 +48,12 @@ ASSUMED_EMBEDDING_LATENCY_MS = 200
 #   greenlet, tasks queue for the core); too few loses throughput.
 SLOTS_PER_PROCESS_HEADROOM = 1.5
 SLOTS_PER_CORE_HEADROOM = 3.0
-# Up to two processes a core: a process runs Python on one core at a time (the GIL), and its
-# threads that wait for the GIL while one of them decodes an answer cost CPU as well as time.
-# fleet bench, heavy tasks (~20 ms CPU), 2 cores: threads 16 x 4 processes 106-114/s at 17 ms
-# CPU a task, every 2-process shape 63-105/s at 19-26 ms; light tasks: x4 no worse than x2.
+# Two processes a core once the host's tasks keep every core busy (in flight x CPU / (latency +
+# CPU) >= cores): a process runs Python on one core at a time (the GIL), so a core whose
+# process waits (for the GIL, or for a slice another service of the host took) idles unless a
+# second process can take it. fleet bench, 2 cores, workers below the fake API's priority:
+# heavy (~15 ms CPU) threads 21 x 4 and 16 x 4 123/116 tasks/s against 16 x 2 94/s and 32 x 2
+# 111/s; light (~2 ms) 103 x 4 801-804/s against 103 x 2 564-692/s and 256 x 2 607-692/s.
 # (Gunicorn's rule of 2 x cores + 1 workers rests on the same overlap.)
 PROCESSES_PER_CORE = 2
 # SIZING.md, 50 requests/s limit, 200 ms endpoint: gevent 12 was best (49/s, no 429); 16 and up
@@ -390,11 +392,19 @@ def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> Embed
 
     processes = 1
     if pool in IN_PROCESS_POOLS:
-        processes = min(math.ceil(total / per_process), PROCESSES_PER_CORE * facts.cores)
-        if processes > 1:
-            reasons.append(f"one process drives ~{per_process} at {known} "
-                           f"({SLOTS_PER_PROCESS_HEADROOM} x (latency + CPU) / CPU): "
-                           f"{processes} processes (at most {PROCESSES_PER_CORE} a core)")
+        most = PROCESSES_PER_CORE * facts.cores
+        busy_cores = total * cpu / (latency + cpu)
+        if busy_cores >= facts.cores and facts.cores * PROCESSES_PER_CORE > 1:
+            processes = most
+            reasons.append(f"{total} in flight keep {busy_cores:.1f} cores busy at {known}, "
+                           f"all {facts.cores} of this host: {PROCESSES_PER_CORE} processes a "
+                           "core, so none idles while its process waits")
+        else:
+            processes = min(math.ceil(total / per_process), most)
+            if processes > 1:
+                reasons.append(f"one process drives ~{per_process} at {known} "
+                               f"({SLOTS_PER_PROCESS_HEADROOM} x (latency + CPU) / CPU): "
+                               f"{processes} processes (at most {PROCESSES_PER_CORE} a core)")
     if s["embedding_processes"] is not None:
         processes = s["embedding_processes"]
         reasons.append(f"embedding_processes={processes} set in the inventory")

@@ -74,8 +74,9 @@ def test_rate_limit_without_latency_says_so_and_does_not_cap():
 
 # (endpoint concurrency, embedding hosts, latency, cpu, cores) -> (per process, processes)
 @pytest.mark.parametrize("endpoint, hosts, latency, cpu, cores, expected", [
-    # the case: 200 ms, 7 ms CPU, 2 cores: 64 x 207/200 = 67 -> past the tier of 32
-    (64, 1, 200, 7, 2, (34, 2)),
+    # the case: 200 ms, 7 ms CPU, 2 cores: 64 x 207/200 = 67 -> past the tier of 32;
+    # 67 x 7/207 = 2.3 cores busy: two processes a core
+    (64, 1, 200, 7, 2, (17, 4)),
     (64, 4, 200, 7, 2, (17, 1)),     # shared by 4 hosts: 16 x 207/200 -> 17
     (4, 1, 200, None, 8, (5, 1)),    # a small endpoint: below the tier (4 x 211/200 -> 5)
     # light tasks: a core drives 3 x 203/3 = 203, a process 1.5 x 203/3 = 102; heavy: 3 x
@@ -83,7 +84,7 @@ def test_rate_limit_without_latency_says_so_and_does_not_cap():
     (1000, 1, 200, 3, 2, (102, 4)),
     (1000, 1, 200, 20, 2, (17, 4)),
     (1000, 1, 200, 20, 8, (17, 16)),
-    (1000, 1, 2000, 20, 8, (145, 7)),  # a slow endpoint: 1010 in flight, 152 a process
+    (1000, 1, 2000, 20, 8, (64, 16)),  # a slow endpoint: 1010 in flight keep 10 cores busy
 ])
 def test_a_known_endpoint_sizes_the_host_by_its_capacity_and_the_cpu_per_task(
         endpoint, hosts, latency, cpu, cores, expected):
@@ -295,3 +296,18 @@ def test_bad_values_name_host_key_value_and_what_is_accepted(data, key, accepted
 
 def test_pyinfra_and_lab_keys_are_not_settings_and_pass():
     resolve("h", {"ssh_user": "deploy", "_sudo": True, "lab_cores": 2, "ssh_hostname": "x"})
+
+
+@pytest.mark.parametrize("in_flight, cpu, cores, processes", [
+    (32, 11, 2, 2),   # the default on 2 cores: 1.7 cores busy, split by what one process drives
+    (32, 11, 1, 2),   # one core, 1.7 busy: two processes take turns on it
+    (16, 11, 1, 1),   # 0.8 of a core: one process
+    (206, 2, 2, 4),   # light tasks the endpoint allows: 2.04 cores busy, two a core
+    (200, 2, 2, 2),   # 1.98 cores: not every core busy, split by what one process drives
+])
+def test_a_host_whose_tasks_keep_every_core_busy_runs_two_processes_a_core(
+        in_flight, cpu, cores, processes):
+    s = dict(DEFAULTS, embedding_concurrency=in_flight, embedding_task_cpu_ms=cpu)
+    plan = plan_embedding(facts(16, cores), s)
+    assert plan.processes == processes
+    assert any("processes a core" in r for r in plan.reasons) == (processes == 2 * cores)

@@ -123,7 +123,8 @@ def test_the_tuned_values_change_the_plan_as_the_measurement_says():
                                        embedding_latency_ms=203,
                                        embedding_endpoint_concurrency=120))
     assert before.total_concurrency == 32
-    assert after.total_concurrency > 100 and after.processes == 2
+    # ~123 in flight at 3.6 ms keep 2.1 cores busy: two processes a core
+    assert after.total_concurrency > 100 and after.processes == 4
 
 
 def llm_plan(ram_gb=16, cores=8, gpus=(), data=None):
