@@ -36,26 +36,30 @@ EMBEDDING_MEMORY_MIN_MB = 512  # a worker process with its imports takes ~60-70 
 ASSUMED_EMBEDDING_CPU_MS = 11
 # Latency assumed when the inventory gives none: the design documents' reference endpoint.
 ASSUMED_EMBEDDING_LATENCY_MS = 200
-# Greenlets (or threads) in one process: each slot waits latency ms on the endpoint and then
+# Threads (or greenlets) in one process: each slot waits latency ms on the endpoint and then
 # needs cpu ms of the process's one core, so (latency + cpu) / cpu slots keep that core busy.
-# fleet bench (docs/BENCHMARKS.md, 200 ms endpoint, light tasks of ~4 ms) measured two things:
+# fleet bench (docs/BENCHMARKS.md, 200 ms endpoint, light tasks of ~4 ms, gevent) measured:
 # - a process loses pace well before its core is full (16 -> 71/s, 32 -> 128/s, 64 -> 194/s
 #   in one process; 16 x 2 processes 150/s beat 32 x 1): a second process helps once one
 #   would hold more than 1.5 x (latency + cpu) / cpu;
 # - the host's throughput still grew at 2.5 x that point (64 x 2 -> 379/s, 128 x 2 -> 480/s):
 #   under load the endpoint and the core's queue stretch every slot's time, so the cores are
 #   given up to 3 x before the plan stops adding slots. Too many costs little (78 KB a
-#   greenlet, tasks queue for the core); too few loses throughput.
+#   greenlet, 111 KB a thread, tasks queue for the core); too few loses throughput. Threads
+#   agree (heavy, ~15 ms: 21 x 4 = 3 x a core 123/s; 42 x 4 101/s, 16 x 2 94/s).
 SLOTS_PER_PROCESS_HEADROOM = 1.5
 SLOTS_PER_CORE_HEADROOM = 3.0
-# Two processes a core once the host's tasks keep every core busy (in flight x CPU / (latency +
-# CPU) >= cores): a process runs Python on one core at a time (the GIL), so a core whose
-# process waits (for the GIL, or for a slice another service of the host took) idles unless a
-# second process can take it. fleet bench, 2 cores, workers below the fake API's priority:
-# heavy (~15 ms CPU) threads 21 x 4 and 16 x 4 123/116 tasks/s against 16 x 2 94/s and 32 x 2
-# 111/s; light (~2 ms) 103 x 4 801-804/s against 103 x 2 564-692/s and 256 x 2 607-692/s.
-# (Gunicorn's rule of 2 x cores + 1 workers rests on the same overlap.)
+# Two processes a core once the host's tasks keep its cores busy: a process runs Python on one
+# core at a time (the GIL), so a core whose process waits (for the GIL, or for a slice another
+# service of the host took) idles unless a second process can take it. fleet bench, 2 cores,
+# workers below the fake API's priority: heavy (~15 ms CPU) threads 21 x 4 and 16 x 4 123/122
+# tasks/s against 16 x 2 93/s and 32 x 2 111/s, four a core (21 x 8) 76/s; light (~2 ms)
+# 103 x 4 801-804/s against 103 x 2 564-692/s and 256 x 2 607-692/s. (Gunicorn's rule of
+# 2 x cores + 1 workers rests on the same overlap.) "Busy" = in flight x CPU / (latency + CPU)
+# >= 90 % of the cores: the workers share them with Redis, the OS, the LLM worker, and the
+# measured CPU a task has its noise (the light case asked for 1.95 of 2 cores).
 PROCESSES_PER_CORE = 2
+BUSY_CORES_SHARE = 0.9
 # SIZING.md, 50 requests/s limit, 200 ms endpoint: gevent 12 was best (49/s, no 429); 16 and up
 # brought 429 storms and slower tasks. Best = 1.05 x rate x measured end-to-end latency.
 LITTLE_LAW_HEADROOM = 1.05
@@ -394,10 +398,10 @@ def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> Embed
     if pool in IN_PROCESS_POOLS:
         most = PROCESSES_PER_CORE * facts.cores
         busy_cores = total * cpu / (latency + cpu)
-        if busy_cores >= facts.cores and facts.cores * PROCESSES_PER_CORE > 1:
+        if busy_cores >= BUSY_CORES_SHARE * facts.cores:
             processes = most
             reasons.append(f"{total} in flight keep {busy_cores:.1f} cores busy at {known}, "
-                           f"all {facts.cores} of this host: {PROCESSES_PER_CORE} processes a "
+                           f"of this host's {facts.cores}: {PROCESSES_PER_CORE} processes a "
                            "core, so none idles while its process waits")
         else:
             processes = min(math.ceil(total / per_process), most)
