@@ -146,7 +146,7 @@ _SETTINGS = [
             "(fleet tune measures it); with it the plan may go past the RAM tier"),
     Setting("embedding_task_cpu_ms", None, "a number of milliseconds > 0", _number_above_zero,
             "CPU one embedding task costs its worker process (fleet tune measures it; assumed "
-            "11): how many greenlets one process drives"),
+            "11): how many slots one process drives"),
     Setting("embedding_memory_max_mb", None, "a whole number of MB >= 256", _int_at_least(256),
             "MemoryMax= of each embedding worker process (default: RAM tier / processes)"),
     Setting("embedding_max_tasks_per_child", 100, "a whole number >= 1", _int_at_least(1),

@@ -30,9 +30,10 @@ EMBEDDING_SMALL_HOST_MEMORY_SHARE = 0.5
 EMBEDDING_MEMORY_MIN_MB = 512  # a worker process with its imports takes ~60-70 MB
 # CPU one embedding task costs its worker process (Celery, HTTP, JSON, the Redis ack and
 # result), assumed until measured (embedding_task_cpu_ms, which `fleet tune` writes): fleet
-# bench measured ~11 ms with the reference app and httpx, 3.5 ms for the reference app's
-# lightest task (16 floats), ~20 ms for a batch of 48 texts x 1024 floats. An application's
-# own tasks cost more, never less: the assumption errs towards more processes.
+# bench measured ~11 ms with the reference app and httpx (gevent); with urllib3 and threads
+# the reference app costs ~2 ms for its lightest task and ~15 ms for 48 texts x 1024 floats
+# (the wide sweep). An application's own tasks cost more, never less: the assumption errs
+# towards more processes (a 16 GB host with one core runs two of 16).
 ASSUMED_EMBEDDING_CPU_MS = 11
 # Latency assumed when the inventory gives none: the design documents' reference endpoint.
 ASSUMED_EMBEDDING_LATENCY_MS = 200
@@ -70,7 +71,8 @@ IN_PROCESS_POOLS = ("gevent", "threads")
 # multiplier 1 -> 4.0 tasks/s, 2 -> 30.1, 4 -> 28.8, 8 -> 30.1. With a full prefetch window
 # Celery's loop for gevent/eventlet (synloop) only asks Redis for the next message when its
 # 2 s drain timeout expires, so each freed greenlet idles ~2 s. Tasks are short and acked
-# late: a window of 4 per greenlet costs nothing and loses nothing.
+# late: a window of 4 per slot costs nothing and loses nothing. (The threads pool's event loop
+# does not poll; the wide sweep ran it with 4 too.)
 EMBEDDING_PREFETCH_MULTIPLIER = 4
 
 # ---- the fleet ----------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def refuse_what_cannot_fit(host: str, facts: HostFacts, plan: EmbeddingPlan, s: 
     if s["embedding_processes"] is not None and plan.processes > most:
         raise SettingsError(host, "embedding_processes", s["embedding_processes"],
                             f"at most {most} on this host ({PROCESSES_PER_CORE} per core: more "
-                            "only take turns on the same cores)")
+                            "lost throughput in fleet bench)")
     if plan.pool in IN_PROCESS_POOLS and plan.concurrency > max_slots_per_process():
         key = "embedding_concurrency"
         raise SettingsError(host, key, s[key], f"at most {max_slots_per_process()} tasks in "
@@ -396,19 +398,25 @@ def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> Embed
 
     processes = 1
     if pool in IN_PROCESS_POOLS:
-        most = PROCESSES_PER_CORE * facts.cores
+        # never more processes than tasks in flight (each would round its share up), nor more
+        # than the host's memory budget gives each the least a worker process needs
+        most = min(PROCESSES_PER_CORE * facts.cores, total,
+                   max(1, host_memory // EMBEDDING_MEMORY_MIN_MB))
         busy_cores = total * cpu / (latency + cpu)
         if busy_cores >= BUSY_CORES_SHARE * facts.cores:
             processes = most
-            reasons.append(f"{total} in flight keep {busy_cores:.1f} cores busy at {known}, "
-                           f"of this host's {facts.cores}: {PROCESSES_PER_CORE} processes a "
-                           "core, so none idles while its process waits")
+            reasons.append(f"{total} in flight would keep {busy_cores:.1f} cores busy at "
+                           f"{known}, of this host's {facts.cores}: {processes} processes (up "
+                           f"to {PROCESSES_PER_CORE} a core, so none idles while its process "
+                           "waits)")
         else:
             processes = min(math.ceil(total / per_process), most)
             if processes > 1:
                 reasons.append(f"one process drives ~{per_process} at {known} "
                                f"({SLOTS_PER_PROCESS_HEADROOM} x (latency + CPU) / CPU): "
                                f"{processes} processes (at most {PROCESSES_PER_CORE} a core)")
+    # as few processes as give each the same share: 20 over 16 would run 2 each, 32 in all
+    processes = math.ceil(total / math.ceil(total / processes))
     if s["embedding_processes"] is not None:
         processes = s["embedding_processes"]
         reasons.append(f"embedding_processes={processes} set in the inventory")

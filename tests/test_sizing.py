@@ -310,4 +310,17 @@ def test_a_host_whose_tasks_keep_every_core_busy_runs_two_processes_a_core(
     s = dict(DEFAULTS, embedding_concurrency=in_flight, embedding_task_cpu_ms=cpu)
     plan = plan_embedding(facts(16, cores), s)
     assert plan.processes == processes
-    assert any("processes a core" in r for r in plan.reasons) == (processes == 2 * cores)
+    assert any("so none idles" in r for r in plan.reasons) == (processes == 2 * cores)
+
+
+def test_two_processes_a_core_never_outnumber_the_tasks_or_the_memory_budget():
+    # CPU-heavy tasks, an endpoint that takes 8 at once: 20 in flight would keep 12 of 8 cores
+    # busy, but 16 processes would round each share up to 2 (32 in flight, past the endpoint)
+    s = dict(DEFAULTS, embedding_endpoint_concurrency=8, embedding_latency_ms=20,
+             embedding_task_cpu_ms=30)
+    plan = plan_embedding(facts(32, 8), s)
+    assert (plan.processes, plan.concurrency, plan.total_concurrency) == (10, 2, 20)
+    # 2 GB, 2 cores: a budget of 1024 MB holds two processes of 512 MB, not four
+    s = dict(DEFAULTS, embedding_concurrency=40, embedding_task_cpu_ms=20)
+    small = plan_embedding(facts(2, 2), s)
+    assert small.processes == 2 and small.processes * small.memory_max_mb <= 1024

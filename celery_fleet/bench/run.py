@@ -1,10 +1,10 @@
 """`fleet bench`: real `celery worker` processes against the fake OpenAI backend on this
-machine, sweeping pools, greenlets per process and processes well past what the plan chooses,
+machine, sweeping pools, slots per process and processes well past what the plan chooses,
 to find where the optimum lies and how close the plan comes to it.
 
 Workloads (docs/BENCHMARKS.md):
-  light     embeddings, endpoint answering in 200 ms, one short text a task (~3-4 ms CPU);
-  heavy     embeddings, 200 ms, a batch of 48 texts x 1024 floats a task (~20 ms CPU: the
+  light     embeddings, endpoint answering in 200 ms, one short text a task (~2 ms CPU);
+  heavy     embeddings, 200 ms, a batch of 48 texts x 1024 floats a task (~15 ms CPU: the
             JSON of the answer and the result);
   limited   light tasks, endpoint limited to 50 requests/s (burst 10), the fleet-wide limiter
             on (embedding_rate_limit_per_min=3000 known to the plan);
