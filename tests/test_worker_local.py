@@ -1,5 +1,5 @@
 """The reference application with real processes on this machine: a private redis-server,
-the fake OpenAI API and a real `celery worker` (gevent). Seconds, not minutes."""
+the fake OpenAI API and a real `celery worker` (threads and gevent). Seconds, not minutes."""
 
 import json
 import os
@@ -100,12 +100,13 @@ def test_the_fleet_rate_limit_spaces_calls_across_processes(broker):
     assert 0.9 <= elapsed <= 1.5  # 20 calls after the first, at 20/s, whoever asks
 
 
-def test_a_real_gevent_worker_runs_embeddings_and_survives_a_429_storm(broker):
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_a_real_worker_runs_embeddings_and_survives_a_429_storm(broker, pool):
     from fleet_worker.tasks import embed
 
     with harness.fake_backend(latency_ms=20) as api:
-        env = harness.worker_env(broker, api, "embedding", "gevent", 8)
-        with harness.celery_worker(env, "embeddings", "gevent", 8, name="local"):
+        env = harness.worker_env(broker, api, "embedding", pool, 8)
+        with harness.celery_worker(env, "embeddings", pool, 8, name="local"):
             harness.backend_call(api, "/admin/storm", {"count": 15})
             results = [embed.delay([f"text {i}"]) for i in range(40)]
             values = [r.get(timeout=120) for r in results]
