@@ -127,6 +127,7 @@ def default_config(workload: Workload) -> Config:
 
 SWEEP_SLOTS = (4, 16, 64, 256)  # tasks in flight a process
 REPEATS = 3  # the best shapes and the plans' own run this often; the median counts
+BEST_SHAPES_REPEATED = 3  # besides the default and tuned plans
 
 
 def sweep_configs(cores: int) -> list[Config]:
@@ -149,7 +150,7 @@ def runs_planned(cases: list[str], cores: int) -> int:
     """Every sweep run, the plans, the shapes past them and the repeats (an estimate: plans
     that fall on the grid run once less)."""
     per_workload = len(sweep_configs(cores)) + 2 * (1 + len(past(Config("threads", 1)))) \
-        + 5 * (REPEATS - 1)
+        + (2 + BEST_SHAPES_REPEATED) * (REPEATS - 1)
     embedding = sum(1 for c in cases if c in WORKLOADS) * per_workload
     return embedding + (len(SWEEP_INFERENCE) if "inference" in cases else 0)
 
@@ -271,6 +272,7 @@ def run_inference(config: Config, broker: str, api_url: str, tasks: int) -> Resu
 
 
 def unique(configs: list[Config]) -> list[Config]:
+    """In their first order, each once."""
     return list(dict.fromkeys(configs))
 
 
@@ -282,6 +284,7 @@ def median_run(samples: list[Result]) -> Result:
 
 
 def ranked(runs: dict[Config, list[Result]]) -> list[Config]:
+    """Shapes from the highest median throughput down."""
     return sorted(runs, key=lambda c: median_run(runs[c]).tasks_per_s, reverse=True)
 
 
@@ -315,9 +318,10 @@ def sweep(quick: bool, cases: list[str], say) -> tuple[list[Result], dict]:
                                       *sweep_configs(cores)]):
                     if config not in runs:
                         measure(config)
-                # one run's luck must not pick the best: the plans and the best three by
+                # one run's luck must not pick the best: the plans and the best shapes by
                 # median run REPEATS times
-                while todo := [c for c in unique([default, tuned, *ranked(runs)[:3]])
+                while todo := [c for c in unique([default, tuned,
+                                                  *ranked(runs)[:BEST_SHAPES_REPEATED]])
                                if len(runs[c]) < REPEATS]:
                     measure(todo[0])
                 for config, samples in runs.items():
