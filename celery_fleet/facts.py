@@ -56,3 +56,27 @@ class RedisState(FactBase):
 
     def process(self, output) -> dict:
         return parse_redis_state(list(output))
+
+
+class CpuArch(FactBase):
+    """(uname -m, the CPU's flags from /proc/cpuinfo): can the llama.cpp build run here?"""
+
+    def command(self) -> str:
+        return "uname -m; grep -m1 '^flags' /proc/cpuinfo || true"
+
+    def process(self, output) -> tuple[str, tuple[str, ...]]:
+        lines = list(output)
+        flags = lines[1].split(":", 1)[-1].split() if len(lines) > 1 else []
+        return (lines[0].strip() if lines else "", tuple(flags))
+
+
+class PathSizeMb(FactBase):
+    """MB (rounded up) of a file or a directory on the host; None where it does not exist."""
+
+    def command(self, path: str) -> str:
+        quoted = "'" + path.replace("'", "'\\''") + "'"
+        return f"test -e {quoted} && du -s --block-size=1M --apparent-size {quoted} || true"
+
+    def process(self, output) -> int | None:
+        lines = [line for line in output if line.strip()]
+        return int(lines[0].split()[0]) if lines else None

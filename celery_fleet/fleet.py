@@ -14,8 +14,8 @@ import gevent.lock
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.hardware import Cpus, Memory
 
-from . import layout
-from .facts import NvidiaGpus, RedisState
+from . import layout, model_file
+from .facts import CpuArch, NvidiaGpus, PathSizeMb, RedisState
 from .fleetplan import HostInput, PlannedHost, plan_fleet, roles_of
 from .gpu import gpus_of
 from .redis_state import adoption_problem
@@ -39,8 +39,23 @@ def is_retired(host) -> bool:
 
 def detected_facts(host) -> HostFacts:
     gpus, problem = gpus_of(host.get_fact(NvidiaGpus))
+    arch, flags = host.get_fact(CpuArch) or ("", ())
     return HostFacts(ram_mb=host.get_fact(Memory), cores=host.get_fact(Cpus), gpus=gpus,
-                     gpu_problem=problem)
+                     gpu_problem=problem, llm_model_mb=_model_mb(host), arch=arch,
+                     cpu_flags=flags)
+
+
+def _model_mb(host) -> int | None:
+    """The size of the model the host's inference server loads: of the file on the controller
+    (llm_model_path), or on the host (llm_model_host_path). Values not checked yet: the plan
+    refuses a bad one."""
+    on_controller, on_host = (host.data.get(k) for k in ("llm_model_path",
+                                                         "llm_model_host_path"))
+    if isinstance(on_controller, str) and on_controller:
+        return model_file.size_mb(on_controller)
+    if isinstance(on_host, str) and on_host.startswith("/") and "llm" in host_roles(host):
+        return host.get_fact(PathSizeMb, path=on_host)
+    return None
 
 
 def controller_problems(host: str, settings: Settings, detected: HostFacts) -> list[str]:
@@ -57,6 +72,7 @@ def controller_problems(host: str, settings: Settings, detected: HostFacts) -> l
         found.append(str(SettingsError(host, "worker_app_source", source,
                                        "a directory with a pyproject.toml on this controller, "
                                        "or a pip requirement such as mycompany-workers==1.2")))
+    found += model_problems(host, settings)
     override = settings["gpus"]
     if override and len(override) > len(detected.gpus):
         seen = (f"nvidia-smi failed: {detected.gpu_problem}" if detected.gpu_problem
@@ -65,6 +81,28 @@ def controller_problems(host: str, settings: Settings, detected: HostFacts) -> l
                                        f"at most the GPUs the host has ({seen}); a worker "
                                        "pinned to a missing GPU cannot start")))
     return found
+
+
+def model_problems(host: str, settings: Settings) -> list[str]:
+    """llm_model_path: a GGUF file (for llama.cpp) on this controller, with the sha256 the
+    inventory expects."""
+    path = settings["llm_model_path"]
+    if not path:
+        return []
+    if not Path(path).is_file():
+        return [str(SettingsError(host, "llm_model_path", path, "a model file on this "
+                                  "controller; this one does not exist"))]
+    if settings["inference_server"] in (None, "llamacpp") and not model_file.is_gguf(path):
+        return [str(SettingsError(host, "llm_model_path", path, "a GGUF model file for "
+                                  "llama.cpp (it starts with the bytes GGUF); this one does "
+                                  "not"))]
+    expected = settings["llm_model_sha256"]
+    if expected and model_file.sha256_of(path) != expected:
+        return [str(SettingsError(host, "llm_model_sha256", expected,
+                                  f"the sha256 of llm_model_path ({path}), which is "
+                                  f"{model_file.sha256_of(path)}: the file changed, or the "
+                                  "value is not its"))]
+    return []
 
 
 def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = False,

@@ -9,6 +9,7 @@ package) repeats a few of them, and tests/test_agreement.py checks that both sid
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,11 +70,27 @@ def llm_instance_env(instance: str) -> str:
     return f"{CONFIG_DIR}/llm-worker@{instance}.env"
 
 
+def llm_server_venv(install_dir: str) -> str:
+    """The inference server's own virtualenv: its packages never meet the worker app's."""
+    return f"{install_dir}/llm-server"
+
+
+def llm_server_instance_env(instance: str) -> str:
+    return f"{CONFIG_DIR}/llm-server@{instance}.env"
+
+
+# models uploaded from the controller (llm_model_path); readable by the service user
+MODEL_DIR = "/var/lib/celery-fleet/models"
+
+
 # ---- systemd units ------------------------------------------------------------------------
 EMBEDDING_UNIT = "celery-embedding-worker@.service"  # template: @1 ... @N, one per process
 LLM_UNIT = "celery-llm-worker@.service"  # template: @cpu, or @gpu0 ... one per GPU
 EMBEDDING_PREFIX = EMBEDDING_UNIT.split("@")[0] + "@"
 LLM_PREFIX = LLM_UNIT.split("@")[0] + "@"
+# the inference server of an LLM worker instance: @cpu (or @cpu0 ... one per slot), @gpu0 ...
+LLM_SERVER_UNIT = "celery-fleet-llm-server@.service"
+LLM_SERVER_PREFIX = LLM_SERVER_UNIT.split("@")[0] + "@"
 WORKER_UNIT_GLOB = "celery-*-worker@*.service"
 REDIS_UNIT = "redis-server.service"  # Debian's
 FIREWALL_UNIT = "celery-fleet-redis-firewall.service"
@@ -98,6 +115,10 @@ def embedding_unit_name(instance: str) -> str:
 
 def llm_unit_name(instance: str) -> str:
     return f"{LLM_PREFIX}{instance}.service"
+
+
+def llm_server_unit_name(instance: str) -> str:
+    return f"{LLM_SERVER_PREFIX}{instance}.service"
 
 
 def unit_path(unit: str) -> str:
@@ -155,6 +176,23 @@ STATUS_REQUIREMENTS = ("psutil>=5.9", "nvidia-ml-py>=12")
 # redis 8.1.0 is inside kombu 5.7.0's range for its redis extra (>=6.4.0,<9.0.0).
 FLOWER_REQUIREMENTS = ("flower==2.2.0", f"celery=={CELERY_VERSION}", "redis==8.1.0",
                        "packaging==26.3")
+
+# The inference servers (llm_server_source's defaults). llama-cpp-python has no wheel on PyPI:
+# it is built once on the controller (celery_fleet/server_wheel.py); vLLM's wheels are on PyPI.
+LLAMACPP_REQUIREMENT = "llama-cpp-python==0.3.36"
+LLAMACPP_EXTRAS = "[server]"  # its OpenAI-compatible server (FastAPI, uvicorn)
+VLLM_REQUIREMENT = "vllm==0.33.0"
+# llama.cpp's build for every host, not for the controller's CPU (GGML_NATIVE=OFF, which alone
+# gives SSE only): x86-64-v3 (AVX2, FMA, F16C, BMI2; Intel Haswell 2013, AMD Zen and later).
+# A host whose CPU lacks one of these flags is refused before any change (it would die of
+# SIGILL). Tests and examples are not built: the server needs the library only.
+LLAMACPP_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON "
+                       "-DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_BUILD_TESTS=OFF "
+                       "-DLLAMA_BUILD_EXAMPLES=OFF")
+LLAMACPP_CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "bmi2")
+# where it is cached on the controller: outside the project, so every checkout shares it
+SERVER_WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) \
+    / "celery-fleet" / "server-wheels"
 
 # ---- Redis --------------------------------------------------------------------------------
 # Commands neither Celery, kombu nor the application send, that wipe, reconfigure, stop or

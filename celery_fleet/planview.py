@@ -3,6 +3,7 @@ number (`fleet plan`). Pure."""
 
 from __future__ import annotations
 
+from .inference import InferencePlan
 from .sizing import EmbeddingPlan, HostPlan, memory_recycle_mb
 
 
@@ -23,7 +24,8 @@ def plan_summary(plan: HostPlan) -> str:
         parts.append(f"embedding {embedding_line(plan.embedding)}")
     if plan.llm:
         instances = ", ".join(f"{i.name} x{i.concurrency}" for i in plan.llm.instances)
-        parts.append(f"llm {plan.llm.pool} [{instances}]")
+        server = f", {plan.llm.server.server} server(s)" if plan.llm.server else ""
+        parts.append(f"llm {plan.llm.pool} [{instances}]{server}")
     if plan.redis:
         parts.append(f"redis maxmemory {plan.redis.maxmemory_mb} MB")
     return "; ".join(parts) or "nothing to run"
@@ -48,6 +50,7 @@ def format_plan(plan: HostPlan) -> str:
             pinned = f", CUDA_VISIBLE_DEVICES={i.gpu_index}" if i.gpu_index is not None else ""
             lines.append(f"    {i.name}: concurrency {i.concurrency}, {i.threads} thread(s)"
                          f"{pinned}")
+        lines += _server_lines(l.server)
         lines += [f"    - {reason}" for reason in l.reasons]
     if plan.redis:
         lines.append(f"  redis: maxmemory {plan.redis.maxmemory_mb} MB, policy "
@@ -55,3 +58,17 @@ def format_plan(plan: HostPlan) -> str:
         lines += [f"    - {reason}" for reason in plan.redis.reasons]
     lines += [f"  WARNING: {warning}" for warning in plan.warnings]
     return "\n".join(lines)
+
+
+def _server_lines(server: InferencePlan | None) -> list[str]:
+    if server is None:
+        return ["  inference server: none (the worker calls llm_api_url: your own server)"]
+    uploaded = f", uploaded from {server.upload_from}" if server.upload_from else ""
+    lines = [f"  inference server: {server.server} ({server.source}), model "
+             f"{server.model_path}{uploaded}, context {server.context_size}, MemoryMax "
+             f"{server.memory_max_mb} MB each"]
+    for i in server.instances:
+        gpu = (f", GPU {i.gpu_index} at {i.gpu_memory_utilization:.0%} of its VRAM"
+               if i.gpu_index is not None else f", {i.threads} thread(s)")
+        lines.append(f"    {i.name}: {i.url}, {i.slots} at once{gpu}")
+    return lines

@@ -22,6 +22,7 @@ from .secret_sources import shown, source_of, well_formed
 EMBEDDING_POOLS = ("gevent", "threads", "prefork", "solo")
 LLM_CPU_POOLS = ("prefork", "solo")  # CPU inference in threads/greenlets fights the GIL and BLAS
 LLM_GPU_POOLS = ("threads", "solo")  # CUDA cannot be initialised again in a forked child
+INFERENCE_SERVERS = ("none", "llamacpp", "vllm")
 
 
 class SettingsError(ValueError):
@@ -169,21 +170,54 @@ _SETTINGS = [
     Setting("llm_model_vram_mb", 8192, "a whole number of MB >= 256", _int_at_least(256),
             "VRAM the model's weights take on one GPU"),
     Setting("llm_kv_cache_per_task_mb", 2048, "a whole number of MB >= 64", _int_at_least(64),
-            "VRAM one concurrent generation needs beside the weights (KV cache)"),
+            "memory one generation at once needs beside the weights (KV cache): VRAM on a GPU, "
+            "RAM for llama.cpp on CPU"),
     Setting("llm_memory_max_mb", None, "a whole number of MB >= 256", _int_at_least(256),
             "MemoryMax= of each LLM worker instance (default: 1024, or half the RAM if less; "
             "raise it if your worker app loads the model in-process)"),
     Setting("llm_api_url", "http://127.0.0.1:8080/v1", "an http(s) URL", _url,
-            "OpenAI-compatible completions endpoint on the host (llama.cpp, vLLM, Ollama)"),
+            "OpenAI-compatible completions endpoint of your own server (inference_server none); "
+            "a server the plan runs is called on 127.0.0.1:llm_server_port"),
     Setting("llm_gpu_api_urls", [], "a list of http(s) URLs, one per GPU the LLM worker uses "
             "(gpu0 first), or [] for llm_api_url everywhere",
             lambda v: isinstance(v, list) and all(_url(x) and x for x in v),
-            "GPU hosts: the endpoint each GPU's LLM worker instance calls (a server per GPU)"),
+            "GPU hosts with your own servers (inference_server none): the endpoint each GPU's LLM "
+            "worker instance calls"),
     Setting("llm_model", "default", "a model name", _text,
-            "model name sent to the completions endpoint"),
+            "model name sent to the completions endpoint (the name a server the plan runs "
+            "answers to)"),
     Setting("llm_api_key", "", f"the key (printable ASCII), or {SOURCE_ACCEPTED}", _text,
             "API key for the completions endpoint; kept in the 0600 .env file only, never "
             "printed", secret=True),
+    # -- the LLM inference server (celery_fleet/inference.py) --
+    Setting("inference_server", None, f"one of {', '.join(INFERENCE_SERVERS)}",
+            _one_of(*INFERENCE_SERVERS),
+            "the server the LLM worker calls, installed and sized by the plan: llamacpp "
+            "(llama.cpp on CPU), vllm (one per GPU), or none (your own, at llm_api_url) "
+            "(default: llamacpp or vllm by the host's GPUs where a model is set, else none)"),
+    Setting("llm_model_path", "", "a model file on this controller (GGUF for llamacpp), or "
+            "empty", _text, "the model the server loads: uploaded to the hosts once, checked "
+            "by sha256"),
+    Setting("llm_model_host_path", "", "an absolute path on the host, or empty",
+            lambda v: _text(v) and (v == "" or v.startswith("/")),
+            "a model already on the host (a GGUF file for llamacpp; a model directory for "
+            "vllm): not uploaded"),
+    Setting("llm_model_sha256", "", "64 hexadecimal digits, or empty",
+            lambda v: isinstance(v, str) and re.fullmatch(r"([0-9a-f]{64})?", v) is not None,
+            "the sha256 llm_model_path must have (checked on the controller before any change, "
+            "and on each host after the upload; default: the file's own)"),
+    Setting("llm_model_ram_mb", None, "a whole number of MB >= 1", _int_at_least(1),
+            "RAM the server needs for the weights (default: the model file's size)"),
+    Setting("llm_context_size", 4096, "a whole number of tokens >= 128", _int_at_least(128),
+            "context window of one generation (llama.cpp --n_ctx, vLLM --max-model-len)"),
+    Setting("llm_server_port", 8080, "a port number 1024-65000",
+            lambda v: _int_at_least(1024)(v) and v <= 65000,
+            "port of the first inference server on 127.0.0.1 (cpu, gpu0); the next ones count "
+            "up (gpuN: port + N)"),
+    Setting("llm_server_source", None, "a pip requirement, or a directory with a "
+            "pyproject.toml on this controller", _text,
+            "the server's Python package (default: llama-cpp-python pinned, built once on "
+            "this controller for every host; vllm pinned, from the package index)"),
     # -- Redis --
     Setting("redis_maxmemory_mb", None, "a whole number of MB >= 64", _int_at_least(64),
             "Redis maxmemory (default: a share of the broker's RAM)"),

@@ -10,7 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from typing import TYPE_CHECKING
+
 from .settings import LLM_CPU_POOLS, LLM_GPU_POOLS, SettingsError, resolve
+
+if TYPE_CHECKING:  # inference.py builds on this module's plans
+    from .inference import InferencePlan
 
 # ---- embedding worker ---------------------------------------------------------------------
 # RAM tiers from the design documents: ~4 GB -> 8, ~8 GB -> 16, 16 GB and more -> 32 tasks in
@@ -210,6 +215,11 @@ class HostFacts:
     cores: int
     gpus: tuple[Gpu, ...] = ()
     gpu_problem: str = ""  # why GPUs could not be detected (nvidia-smi failed), if so
+    # the size of the model file the inference server loads (llm_model_path on the
+    # controller, or llm_model_host_path on the host), measured by the shell; None: no model
+    llm_model_mb: int | None = None
+    arch: str = ""  # uname -m; "" where not read
+    cpu_flags: tuple[str, ...] = ()  # of /proc/cpuinfo; () where not read
 
 
 @dataclass(frozen=True)
@@ -248,6 +258,7 @@ class LlmPlan:
     instances: tuple[LlmInstance, ...]
     memory_max_mb: int  # per instance
     reasons: tuple[str, ...] = ()
+    server: InferencePlan | None = None  # None: the user's own server (inference_server none)
 
     @property
     def gpu_instances(self) -> tuple[LlmInstance, ...]:
@@ -285,6 +296,7 @@ class HostPlan:
                           "instances": len(self.llm.instances), "threads": self.llm.threads,
                           "memory_max_mb": self.llm.memory_max_mb,
                           "per_instance": [asdict(i) for i in self.llm.instances],
+                          "server": asdict(self.llm.server) if self.llm.server else None,
                           "reasons": list(self.llm.reasons)}
         if self.redis:
             out["redis"] = dict(asdict(self.redis), reasons=list(self.redis.reasons))
@@ -302,7 +314,8 @@ def apply_fact_overrides(detected: HostFacts, settings: dict) -> HostFacts:
     return HostFacts(
         ram_mb=settings["ram_mb"] if settings["ram_mb"] is not None else detected.ram_mb,
         cores=settings["cores"] if settings["cores"] is not None else detected.cores,
-        gpus=gpus, gpu_problem=problem)
+        gpus=gpus, gpu_problem=problem, llm_model_mb=detected.llm_model_mb,
+        arch=detected.arch, cpu_flags=detected.cpu_flags)
 
 
 # ---- the rules ----------------------------------------------------------------------------
@@ -557,6 +570,9 @@ def plan_host(host: str, detected: HostFacts, data: dict, roles: tuple[str, ...]
         refuse_what_cannot_fit(host, facts, embedding, settings)
     if "llm" in roles:
         llm, llm_warnings = plan_llm(host, facts, settings)
+        from .inference import plan_inference  # it imports this module's plans
+
+        llm = plan_inference(host, facts, settings, llm)
         warnings += llm_warnings
     if "broker" in roles:
         redis = plan_redis(facts, settings, shares_with_workers=len(roles) > 1)

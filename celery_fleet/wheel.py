@@ -1,12 +1,14 @@
-"""The worker application, built once on the controller into a wheel the hosts install.
+"""Wheels built once on the controller for the hosts: the worker application (and a server
+package given as a directory), cached by a hash of the source; llama-cpp-python, compiled from
+its source package, cached by requirement and build flags (a build takes minutes).
 
-Cached by a hash of the source, so a deploy with unchanged source uploads nothing and
-reinstalls nothing.
+A deploy with unchanged sources uploads nothing and reinstalls nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -33,24 +35,35 @@ def source_digest(source: Path) -> str:
 
 def build_wheel(source: Path, build_dir: Path = BUILD_DIR) -> Path:
     """The wheel of the project at source (built if not built yet for this exact source)."""
-    out = build_dir / source_digest(source)
+    # with build isolation: the project's own build backend (hatchling, poetry-core,
+    # setuptools ...) is fetched as its pyproject.toml says, as pip does for anyone
+    return _built_once(build_dir / source_digest(source), [str(source.resolve())],
+                       f"building {source}")
+
+
+def build_requirement_wheel(requirement: str, cmake_args: str, build_dir: Path) -> Path:
+    """The wheel of a pip requirement built from its source package with these CMake
+    arguments (llama-cpp-python: celery_fleet/inference.py), built once for each pair."""
+    key = hashlib.sha256(f"{requirement}\0{cmake_args}".encode()).hexdigest()[:16]
+    return _built_once(build_dir / key, ["--no-binary", ":all:", "--no-cache-dir", requirement],
+                       f"building {requirement} (CMAKE_ARGS={cmake_args})",
+                       env=dict(os.environ, CMAKE_ARGS=cmake_args))
+
+
+def _built_once(out: Path, pip_args: list[str], what: str, env: dict | None = None) -> Path:
     with _BUILDING:
         wheels = sorted(out.glob("*.whl"))
         if wheels:
             return wheels[0]
-        build_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=build_dir))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=out.parent))
         try:
-            # with build isolation: the project's own build backend (hatchling, poetry-core,
-            # setuptools ...) is fetched as its pyproject.toml says, as pip does for anyone
             result = subprocess.run(
                 [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
-                 str(staging), str(source.resolve())],
-                capture_output=True, text=True)
+                 str(staging), *pip_args], capture_output=True, text=True, env=env)
             built = sorted(staging.glob("*.whl"))
             if result.returncode != 0 or len(built) != 1:
-                raise RuntimeError(f"building the worker application at {source} failed: "
-                                   f"{result.stderr.strip()[-800:]}")
+                raise RuntimeError(f"{what} failed: {result.stderr.strip()[-800:]}")
             if not out.exists():
                 staging.rename(out)  # whole, or not at all: another process may race us
             return sorted(out.glob("*.whl"))[0]
