@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra.api import FactBase
 
 from .gpu import GPU_FACT_COMMAND, parse_gpu_fact
-from .layout import UNIT_DIR, WORKER_UNIT_GLOB
+from .layout import LLM_SERVER_PREFIX, UNIT_DIR, WORKER_UNIT_GLOB
 from .redis_state import REDIS_STATE_COMMAND, parse_redis_state
 
 
@@ -20,12 +20,13 @@ class NvidiaGpus(FactBase):
         return parse_gpu_fact(list(output))
 
 
-# Fleet worker units of a host: loaded ones, and enabled ones that may be stopped.
+# Fleet worker and inference server units of a host: loaded ones, and enabled ones that may
+# be stopped.
 WORKER_UNITS_COMMAND = (
-    f"systemctl list-units --all --plain --no-legend '{WORKER_UNIT_GLOB}' 2>/dev/null "
-    "| awk '{print $1}'; "
-    f"ls {UNIT_DIR}/multi-user.target.wants/ 2>/dev/null | grep '^celery-.*-worker@' "
-    "|| true"
+    f"systemctl list-units --all --plain --no-legend '{WORKER_UNIT_GLOB}' "
+    f"'{LLM_SERVER_PREFIX}*.service' 2>/dev/null | awk '{{print $1}}'; "
+    f"ls {UNIT_DIR}/multi-user.target.wants/ 2>/dev/null "
+    f"| grep -e '^celery-.*-worker@' -e '^{LLM_SERVER_PREFIX}' || true"
 )
 
 
@@ -35,7 +36,8 @@ def parse_worker_units(lines) -> list[str]:
 
 
 class WorkerUnits(FactBase):
-    """Instances of celery-fleet worker units on the host (running, stopped or enabled)."""
+    """Instances of celery-fleet's worker and inference server units on the host (running,
+    stopped or enabled)."""
 
     def command(self) -> str:
         return WORKER_UNITS_COMMAND

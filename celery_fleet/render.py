@@ -145,7 +145,8 @@ def llm_unit(h: PlannedHost) -> dict:
                 env_file=layout.LLM_ENV, instance_env_file=layout.llm_instance_env("%i"),
                 queues=",".join(h.settings["llm_queues"]),
                 node_name=layout.unit_node_name(layout.LLM_NODE),
-                prefetch_multiplier=LLM_PREFETCH_MULTIPLIER, device=plan.device, pool=plan.pool)
+                prefetch_multiplier=LLM_PREFETCH_MULTIPLIER, device=plan.device, pool=plan.pool,
+                server_unit=layout.llm_server_unit_name("%i") if plan.server else "")
 
 
 def llm_env(h: PlannedHost) -> dict:
@@ -160,12 +161,58 @@ def llm_env(h: PlannedHost) -> dict:
 
 
 def llm_instance_env(h: PlannedHost, instance) -> dict:
-    """instance: one LlmInstance of h's plan. A GPU's own endpoint (llm_gpu_api_urls, in the
-    order of the GPU instances) overrides llm_api_url for that instance only."""
-    urls = dict(zip((i.name for i in h.plan.llm.gpu_instances), h.settings["llm_gpu_api_urls"]))
+    """instance: one LlmInstance of h's plan. Its own endpoint overrides llm_api_url for that
+    instance only: the inference server the plan runs for it, or the GPU's own
+    (llm_gpu_api_urls, in the order of the GPU instances)."""
+    server = h.plan.llm.server
+    if server:
+        urls = {i.name: i.url for i in server.instances}
+    else:
+        urls = dict(zip((i.name for i in h.plan.llm.gpu_instances),
+                        h.settings["llm_gpu_api_urls"]))
     return {"instance": instance.name, "concurrency": env_quote(instance.concurrency),
             "threads": env_quote(instance.threads), "gpu_index": instance.gpu_index,
             "api_url": env_quote(urls[instance.name]) if instance.name in urls else None}
+
+
+def systemd_quote(word: str) -> str:
+    """One word of a unit's ExecStart= (systemd.service(5), "Command lines"): quoted, with
+    the specifiers (%) and variables ($) it would expand escaped."""
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
+
+
+def llm_server_command(h: PlannedHost) -> str:
+    """The server's command line; per-instance values come from its .env (${...})."""
+    server, s = h.plan.llm.server, h.settings
+    venv = layout.llm_server_venv(s["install_dir"])
+    model, name = systemd_quote(server.model_path), systemd_quote(server.model_name)
+    if server.server == "llamacpp":
+        # llama-cpp-python's settings (llama_cpp/server/settings.py): one thread count for
+        # the prompt (batch) and for generation: the plan's
+        return (f"{venv}/bin/python -m llama_cpp.server --model {model} --model_alias {name} "
+                "--host 127.0.0.1 --port ${FLEET_SERVER_PORT} --n_threads ${FLEET_SERVER_THREADS} "
+                f"--n_threads_batch ${{FLEET_SERVER_THREADS}} --n_ctx {server.context_size}")
+    return (f"{venv}/bin/vllm serve {model} --served-model-name {name} --host 127.0.0.1 "
+            "--port ${FLEET_SERVER_PORT} --max-num-seqs ${FLEET_SERVER_SLOTS} "
+            "--gpu-memory-utilization ${FLEET_GPU_MEMORY_UTILIZATION} "
+            f"--max-model-len {server.context_size}")
+
+
+def llm_server_unit(h: PlannedHost) -> dict:
+    server = h.plan.llm.server
+    return {"server": server.server, "service_user": h.settings["service_user"],
+            "instance_env_file": layout.llm_server_instance_env("%i"),
+            "cache_dir": layout.LLM_SERVER_PREFIX.rstrip("@") + "/%i",
+            "command": llm_server_command(h), "memory_max_mb": server.memory_max_mb,
+            "memory_high_mb": memory_high_mb(server.memory_max_mb)}
+
+
+def llm_server_instance_env(h: PlannedHost, instance) -> dict:
+    """instance: one ServerInstance of h's plan."""
+    return {"instance": instance.name, "port": instance.port, "threads": instance.threads,
+            "slots": instance.slots, "gpu_index": instance.gpu_index,
+            "gpu_memory_utilization": instance.gpu_memory_utilization}
 
 
 def worker_group(h: PlannedHost) -> dict:

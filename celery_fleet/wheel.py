@@ -41,11 +41,16 @@ def build_wheel(source: Path, build_dir: Path = BUILD_DIR) -> Path:
                        f"building {source}")
 
 
+def requirement_wheel_dir(requirement: str, cmake_args: str, build_dir: Path) -> Path:
+    """Where the wheel of this requirement built with these CMake arguments is cached."""
+    return build_dir / hashlib.sha256(f"{requirement}\0{cmake_args}".encode()).hexdigest()[:16]
+
+
 def build_requirement_wheel(requirement: str, cmake_args: str, build_dir: Path) -> Path:
     """The wheel of a pip requirement built from its source package with these CMake
-    arguments (llama-cpp-python: celery_fleet/inference.py), built once for each pair."""
-    key = hashlib.sha256(f"{requirement}\0{cmake_args}".encode()).hexdigest()[:16]
-    return _built_once(build_dir / key, ["--no-binary", ":all:", "--no-cache-dir", requirement],
+    arguments (llama-cpp-python: roles/llm_server.py), built once for each pair."""
+    return _built_once(requirement_wheel_dir(requirement, cmake_args, build_dir),
+                       ["--no-binary", ":all:", "--no-cache-dir", requirement],
                        f"building {requirement} (CMAKE_ARGS={cmake_args})",
                        env=dict(os.environ, CMAKE_ARGS=cmake_args))
 

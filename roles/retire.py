@@ -31,6 +31,7 @@ OTHER_UNITS = (layout.FAKE_OPENAI_UNIT, layout.FIREWALL_UNIT)
 def retire_host(settings: Settings) -> None:
     retire_worker(layout.EMBEDDING_PREFIX)
     retire_worker(layout.LLM_PREFIX)
+    retire_worker(layout.LLM_SERVER_PREFIX)
     retire_worker_group()
     retire_flower()
     retire_client()
@@ -39,7 +40,7 @@ def retire_host(settings: Settings) -> None:
             systemd.service(name=f"Stop and disable {unit}", service=unit, running=False,
                             enabled=False)
     removed = []
-    for unit in (layout.EMBEDDING_UNIT, layout.LLM_UNIT, *OTHER_UNITS):
+    for unit in (layout.EMBEDDING_UNIT, layout.LLM_UNIT, layout.LLM_SERVER_UNIT, *OTHER_UNITS):
         removed.append(files.file(name=f"Remove {unit}", path=layout.unit_path(unit),
                                   present=False))
         removed.append(files.directory(name=f"Remove {unit}'s drop-ins",
@@ -47,7 +48,8 @@ def retire_host(settings: Settings) -> None:
     systemd.daemon_reload(name="Reload systemd (our units are gone)", _if=any_changed(*removed))
     for path, what in ((settings["install_dir"], "the virtualenvs and the application"),
                        (layout.CONFIG_DIR, "the workers' settings"),
-                       (layout.HELPER_DIR, "the helper scripts")):
+                       (layout.HELPER_DIR, "the helper scripts"),
+                       (layout.MODEL_DIR, "the models uploaded for the inference server")):
         files.directory(name=f"Remove {path} ({what})", path=path, present=False)
     certificates = host.get_fact(FindFiles, path=layout.CA_CERT_DIR, maxdepth=1,
                                  fname=f"{layout.CA_CERT_PREFIX}*.crt")

@@ -17,6 +17,16 @@ from celery_fleet.wheel import build_wheel
 from roles.python_env import python_venv, trust_certificates
 
 
+def uploaded_wheel(wheel: Path, install_dir: str, what: str) -> str:
+    """Upload a wheel built on the controller (once: files.put compares checksums); its path
+    on the host."""
+    dest = f"{layout.wheel_dir(install_dir, wheel.parent.name)}/{wheel.name}"
+    files.directory(name=f"Ensure the wheel directory of {what} exists",
+                    path=str(Path(dest).parent), user="root", group="root", mode="755")
+    files.put(name=f"Upload {what} ({wheel.name})", src=str(wheel), dest=dest, mode="644")
+    return dest
+
+
 @operation()
 def app_installed(venv: str, requirements: list[str], app: str):
     """pip install the requirements, then (re)install the application itself; nothing to do
@@ -61,14 +71,7 @@ def worker_base(h: PlannedHost) -> list:
     python_venv(h, venv)
     source = Path(s["worker_app_source"])
     if source.is_dir():
-        wheel = build_wheel(source)
-        wheel_dest = f"{layout.wheel_dir(install_dir, wheel.parent.name)}/{wheel.name}"
-        files.directory(name="Ensure the wheel directory exists",
-                        path=str(Path(wheel_dest).parent), user="root", group="root",
-                        mode="755")
-        files.put(name=f"Upload the worker application {wheel.name}", src=str(wheel),
-                  dest=wheel_dest, mode="644")
-        app = wheel_dest
+        app = uploaded_wheel(build_wheel(source), install_dir, "the worker application")
     else:
         app = s["worker_app_source"]  # a pip requirement: name==version, URL, ...
     installed = app_installed(name="Install Celery, gevent and the worker application",

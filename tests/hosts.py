@@ -10,9 +10,11 @@ BROKER_URL = "redis://:s3cr3t-Passw0rd_xyz@10.0.0.5:6379/0"
 
 
 def planned_host(ram_mb=4096, cores=1, gpus=(), data=None, roles=ALL_ROLES, name="h",
-                 address="10.0.0.9", visibility_timeout_s=2400) -> PlannedHost:
+                 address="10.0.0.9", visibility_timeout_s=2400, model_mb=None) -> PlannedHost:
+    """model_mb: the size of the model file (llm_model_path, llm_model_host_path)."""
     settings = resolve(name, data or {})
-    facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)))
+    facts = HostFacts(ram_mb, cores, tuple(Gpu(i, v) for i, v in enumerate(gpus)),
+                      llm_model_mb=model_mb)
     # the secrets a deploy would read from their sources: here the values themselves
     return PlannedHost(name, tuple(roles), plan_host(name, facts, settings, tuple(roles)),
                        settings, address, BROKER, (address,), visibility_timeout_s,

@@ -38,6 +38,20 @@ CLIENT = planned_host(1024, 1, roles=("client",), name="web", data={"client_user
 ALL_IN_ONE = planned_host(16384, 4, roles=ALL_ROLES, name="one",
                           data={"flower": True, "fake_openai_backend": True})
 
+# Hosts whose plan runs the inference server. The server's package is the lab's fake vLLM
+# project (a wheel built in seconds: the real llama-cpp-python build takes minutes); the model a
+# GGUF-headed file on the controller.
+FAKE_SERVER = str(layout.PROJECT_DIR / "celery_fleet" / "lab" / "fake_vllm")
+MODEL = layout.PROJECT_DIR / "tests" / "fixtures" / "model.gguf"
+SERVER_VENV = layout.llm_server_venv("/opt/celery-fleet")
+LLAMACPP_HOST = planned_host(8192, 4, roles=("llm",), name="cpu-llm", model_mb=1, data={
+    "llm_model_path": str(MODEL), "llm_server_source": FAKE_SERVER, "llm_concurrency": 2})
+VLLM_HOST = planned_host(65536, 8, gpus=(24576, 24576), roles=("llm",), name="gpu-llm",
+                         model_mb=7000, data={"llm_model_host_path": "/srv/models/m",
+                                              "llm_server_source": FAKE_SERVER})
+SERVER_FILES = {f"{SERVER_VENV}/pip.conf", f"{UNITS}/{layout.LLM_SERVER_UNIT}",
+                f"{UNITS}/{layout.LLM_SERVER_UNIT}.d/hardening.conf", "<the server wheel>"}
+
 FIXTURES = {
     "cpu host": (CPU_HOST, WORKER_BASE_FILES | EMBEDDING_FILES | LLM_FILES
                  | {layout.llm_instance_env("cpu")}),
@@ -48,6 +62,13 @@ FIXTURES = {
     "all in one": (ALL_IN_ONE, WORKER_BASE_FILES | EMBEDDING_FILES | LLM_FILES | BROKER_FILES
                    | FLOWER_FILES | {layout.llm_instance_env("cpu"), layout.FAKE_OPENAI_SCRIPT,
                                      f"{UNITS}/{layout.FAKE_OPENAI_UNIT}"}),
+    "llama.cpp host": (LLAMACPP_HOST, WORKER_BASE_FILES | LLM_FILES | SERVER_FILES | {
+        layout.llm_instance_env("cpu0"), layout.llm_instance_env("cpu1"),
+        layout.llm_server_instance_env("cpu0"), layout.llm_server_instance_env("cpu1"),
+        f"{layout.MODEL_DIR}/model.gguf"}),
+    "vLLM host": (VLLM_HOST, WORKER_BASE_FILES | LLM_FILES | SERVER_FILES | {
+        layout.llm_instance_env("gpu0"), layout.llm_instance_env("gpu1"),
+        layout.llm_server_instance_env("gpu0"), layout.llm_server_instance_env("gpu1")}),
 }
 
 
@@ -62,7 +83,7 @@ def uploads(ops) -> dict:
         for dest, data in (c for c in op.commands if isinstance(c, tuple)):
             if dest.endswith(".whl"):
                 assert dest.startswith("/opt/celery-fleet/wheels/"), dest
-                dest = "<the worker wheel>"
+                dest = ("<the server wheel>" if "/vllm-" in dest else "<the worker wheel>")
             found[dest] = (data, op)
     return found
 
@@ -149,10 +170,10 @@ def test_a_host_that_left_its_worker_groups_and_flower_has_them_retired(first_ru
 
 
 OURS = ("/opt/celery-fleet", layout.CONFIG_DIR, layout.HELPER_DIR, layout.CLIENT_ENV,
-        f"{UNITS}/celery", f"{layout.CA_CERT_DIR}/{layout.CA_CERT_PREFIX}")
+        f"{UNITS}/celery", f"{layout.CA_CERT_DIR}/{layout.CA_CERT_PREFIX}", layout.MODEL_DIR)
 
 
-@pytest.mark.parametrize("name", ["cpu host", "gpu host", "client"])
+@pytest.mark.parametrize("name", ["cpu host", "gpu host", "client", "llama.cpp host"])
 def test_a_retired_host_keeps_no_file_unit_or_user_of_ours(first_runs, name):
     h, _ = FIXTURES[name]
     world = World()
@@ -216,3 +237,60 @@ def test_a_client_gets_celerys_own_variables_readable_by_its_apps_user(first_run
     was = converged(first_runs["client"])
     gone = run_role(fleet_host, replace(CLIENT, roles=()), facts=was)
     assert changing(gone) == ["Remove the broker's address (the host left celery_clients)"]
+
+
+def test_each_llm_worker_instance_calls_its_own_inference_server(first_runs):
+    """llama.cpp: 2 generations at once on 4 cores = 2 servers of 2 threads (one request at a
+    time each), one worker each; vLLM: a server per GPU, pinned, sized by the plan."""
+    files = uploads(first_runs["llama.cpp host"])
+    server_unit = files[f"{UNITS}/{layout.LLM_SERVER_UNIT}"][0]
+    assert server_unit == render.render(f"{layout.LLM_SERVER_UNIT}.j2",
+                                        render.llm_server_unit(LLAMACPP_HOST))
+    assert (f"ExecStart={SERVER_VENV}/bin/python -m llama_cpp.server --model "
+            f'"{layout.MODEL_DIR}/model.gguf" --model_alias "default" --host 127.0.0.1 --port '
+            "${FLEET_SERVER_PORT} --n_threads ${FLEET_SERVER_THREADS} --n_threads_batch "
+            "${FLEET_SERVER_THREADS} --n_ctx 4096\n") in server_unit
+    for index in (0, 1):
+        env = files[layout.llm_server_instance_env(f"cpu{index}")][0]
+        assert f"FLEET_SERVER_PORT={8080 + index}\n" in env
+        assert "FLEET_SERVER_THREADS=2\n" in env and "FLEET_SERVER_SLOTS=1\n" in env
+        worker_env = files[layout.llm_instance_env(f"cpu{index}")][0]
+        assert f'LLM_API_URL="http://127.0.0.1:{8080 + index}/v1"' in worker_env
+        assert 'FLEET_CONCURRENCY="1"' in worker_env
+    worker_unit = files[f"{UNITS}/{layout.LLM_UNIT}"][0]
+    assert "\nWants=celery-fleet-llm-server@%i.service\nAfter=celery-fleet-llm-server@%i" \
+        in worker_unit
+    ops = {op.name: op for op in first_runs["llama.cpp host"]}
+    check = ops["Check the uploaded model's sha256"]
+    assert check.conditional and check.changes  # only after an upload, which this was
+    assert ops["Check each inference server answers with a real completion"].changes
+
+    files = uploads(first_runs["vLLM host"])
+    server_unit = files[f"{UNITS}/{layout.LLM_SERVER_UNIT}"][0]
+    assert (f'/bin/vllm serve "/srv/models/m" --served-model-name "default" --host 127.0.0.1 '
+            "--port ${FLEET_SERVER_PORT} --max-num-seqs ${FLEET_SERVER_SLOTS} "
+            "--gpu-memory-utilization ${FLEET_GPU_MEMORY_UTILIZATION} --max-model-len 4096\n"
+            ) in server_unit
+    assert "MemoryMax=11096M" in server_unit  # the weights (7000 MB) + vLLM's 4096
+    assert "DeviceAllow=char-nvidia-frontend rw" in files[
+        f"{UNITS}/{layout.LLM_SERVER_UNIT}.d/hardening.conf"][0]
+    for index in (0, 1):
+        env = files[layout.llm_server_instance_env(f"gpu{index}")][0]
+        # 24 GB: 8192 MB of weights + 4 x 2048 MB of KV cache = 67 % of its VRAM
+        assert f"CUDA_VISIBLE_DEVICES={index}\n" in env and "FLEET_SERVER_SLOTS=4\n" in env
+        assert "FLEET_GPU_MEMORY_UTILIZATION=0.67\n" in env
+        assert f"FLEET_SERVER_PORT={8080 + index}\n" in env
+        assert (f'LLM_API_URL="http://127.0.0.1:{8080 + index}/v1"'
+                in files[layout.llm_instance_env(f"gpu{index}")][0])
+
+
+def test_a_host_whose_plan_drops_its_server_stops_it_and_keeps_its_workers(first_runs):
+    was = converged(first_runs["llama.cpp host"])
+    now = planned_host(8192, 4, roles=("llm",), name="cpu-llm", data={"llm_concurrency": 2})
+    stopped = [name for name in changing(run_role(fleet_host, now, facts=was))
+               if name.startswith("Stop and disable")]
+    assert stopped == ["Stop and disable celery-fleet-llm-server@cpu0.service (no longer in "
+                       "the plan)", "Stop and disable celery-fleet-llm-server@cpu1.service (no "
+                       "longer in the plan)", "Stop and disable celery-llm-worker@cpu0.service "
+                       "(no longer in the plan)", "Stop and disable celery-llm-worker@cpu1."
+                       "service (no longer in the plan)"]

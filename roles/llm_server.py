@@ -1,0 +1,137 @@
+"""The LLM inference server the plan runs (inference_server; celery_fleet/inference.py): its own
+virtualenv, the model (uploaded once, checked by sha256), one unit instance per LLM worker
+instance (celery-fleet-llm-server@cpu, @cpu0 ..., @gpu0 ...), and after a change a real
+completion from each."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, python, server, systemd
+from pyinfra.operations.util import any_changed
+
+from celery_fleet import layout, model_file, render
+from celery_fleet.fleetplan import PlannedHost
+from celery_fleet.remote import run_command, wait_until_healthy
+from celery_fleet.wheel import build_requirement_wheel, build_wheel, requirement_wheel_dir
+
+from .python_env import python_venv
+from .rendered import sandbox, template
+from .units import retire_instances, run_instances
+from .worker_base import app_installed, uploaded_wheel
+
+# A server answers once its model is loaded: seconds for the lab's, minutes for tens of GB
+SERVER_READY_TIMEOUT_S = 900
+# The check's request: a few tokens are a real generation, and quick on any model
+CHECK_MAX_TOKENS = 4
+
+
+def _server_package(h: PlannedHost) -> str:
+    """What pip installs in the server's virtualenv: a wheel uploaded from the controller
+    (llama-cpp-python built here; a directory given as llm_server_source), or a requirement
+    the host fetches from its index (vLLM's wheels)."""
+    plan, install_dir = h.plan.llm.server, h.settings["install_dir"]
+    source = Path(plan.source)
+    if (source / "pyproject.toml").is_file():
+        return uploaded_wheel(build_wheel(source), install_dir, f"the {plan.server} server")
+    if plan.server == "vllm":
+        return plan.source
+    cache = requirement_wheel_dir(plan.source, layout.LLAMACPP_CMAKE_ARGS,
+                                  layout.SERVER_WHEEL_CACHE)
+    if not any(cache.glob("*.whl")):
+        logger.info(f"    building {plan.source} once on this controller for every host "
+                    f"(minutes; cached in {cache})")
+    wheel = build_requirement_wheel(plan.source, layout.LLAMACPP_CMAKE_ARGS,
+                                    layout.SERVER_WHEEL_CACHE)
+    return uploaded_wheel(wheel, install_dir, "llama.cpp's server") + layout.LLAMACPP_EXTRAS
+
+
+def _model(h: PlannedHost) -> list:
+    """The model uploaded from the controller, checked on the host by its sha256."""
+    plan = h.plan.llm.server
+    if not plan.upload_from:
+        return []
+    files.directory(name=f"Ensure {layout.MODEL_DIR} exists", path=layout.MODEL_DIR,
+                    user="root", group="root", mode="755")
+    # files.put uploads only when the host's copy differs (it compares checksums first)
+    put = files.put(name=f"Upload the model {Path(plan.upload_from).name}",
+                    src=plan.upload_from, dest=plan.model_path, mode="644")
+    digest = h.settings["llm_model_sha256"] or model_file.sha256_of(plan.upload_from)
+    check = server.shell(name="Check the uploaded model's sha256",
+                         commands=[f"printf '%s  %s\\n' {digest} {shlex.quote(plan.model_path)}"
+                                   " | sha256sum --check --strict --quiet"],
+                         _if=put.did_change)
+    return [put, check]
+
+
+def _verify(h: PlannedHost) -> None:
+    """A real completion from each server: it loaded the model and generates."""
+    plan = h.plan.llm.server
+    python_bin = f"{layout.llm_server_venv(h.settings['install_dir'])}/bin/python"
+    body = json.dumps({"model": plan.model_name, "prompt": "celery-fleet check",
+                       "max_tokens": CHECK_MAX_TOKENS})
+    units = [layout.llm_server_unit_name(i.name) for i in plan.instances]
+
+    def problems() -> list[str]:
+        found = []
+        for instance in plan.instances:
+            request = (
+                "import json, sys, urllib.request as u; r = u.urlopen(u.Request("
+                f"{instance.url + '/completions'!r}, data=sys.argv[1].encode(), "
+                "headers={'content-type': 'application/json'}), timeout=60); "
+                "print(json.load(r)['usage']['completion_tokens'])")
+            ok, out, err = run_command(host, f"{python_bin} -c {shlex.quote(request)} "
+                                             f"{shlex.quote(body)} 2>&1 | tail -1")
+            answer = "".join(out).strip()
+            if not answer.isdigit() or int(answer) < 1:
+                found.append(f"{layout.llm_server_unit_name(instance.name)} on {instance.url}: "
+                             f"no completion yet ({answer[-200:] or 'no answer'})")
+        return found
+
+    wait_until_healthy(host, problems, units, SERVER_READY_TIMEOUT_S,
+                       "the inference server does not answer with a completion")
+
+
+@deploy("LLM inference server")
+def llm_server(h: PlannedHost) -> list:
+    """Returns the operations whose change restarts the servers."""
+    plan, s = h.plan.llm.server, h.settings
+    if plan is None:
+        return retire_llm_server()
+    user, venv = s["service_user"], layout.llm_server_venv(s["install_dir"])
+    if plan.server == "llamacpp":  # ggml's threads are OpenMP's (the wheel links libgomp)
+        apt.packages(name="Install the OpenMP runtime llama.cpp uses", packages=["libgomp1"],
+                     update=True, cache_time=86400)
+    python_venv(h, venv)
+    installed = app_installed(name=f"Install the {plan.server} server", venv=venv,
+                              requirements=[], app=_server_package(h))
+    model = _model(h)
+    unit = template(f"Render the {plan.server} server unit (model, context, memory)",
+                    layout.unit_path(layout.LLM_SERVER_UNIT), mode="644",
+                    **render.llm_server_unit(h))
+    dropin = sandbox("the inference server's", layout.LLM_SERVER_UNIT,
+                     gpu=plan.server == "vllm")
+    reload = systemd.daemon_reload(name="Reload systemd (a unit file changed)",
+                                   _if=any_changed(unit, dropin))
+    ops, units = [installed, *model, unit, dropin, reload], []
+    for instance in plan.instances:
+        env = template(f"Render inference server {instance.name}'s settings (port, threads, "
+                       "generations at once, GPU)", layout.llm_server_instance_env(instance.name),
+                       src="llm-server@.env.j2", user=user, group=user, mode="600",
+                       **render.llm_server_instance_env(h, instance))
+        units.append(layout.llm_server_unit_name(instance.name))
+        ops += [env, *run_instances([units[-1]], changed_by=[installed, *model, unit, dropin,
+                                                              env])]
+    ops += retire_instances(layout.LLM_SERVER_PREFIX, keep=units)
+    python.call(name="Check each inference server answers with a real completion",
+                function=_verify, h=h, _if=any_changed(*ops))
+    return ops
+
+
+@deploy("Retire inference servers this host no longer runs")
+def retire_llm_server() -> list:
+    return retire_instances(layout.LLM_SERVER_PREFIX, keep=[])
