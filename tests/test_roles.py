@@ -267,7 +267,7 @@ def test_each_llm_worker_instance_calls_its_own_inference_server(first_runs):
 
     files = uploads(first_runs["vLLM host"])
     server_unit = files[f"{UNITS}/{layout.LLM_SERVER_UNIT}"][0]
-    assert (f'/bin/vllm serve "/srv/models/m" --served-model-name "default" --host 127.0.0.1 '
+    assert ('/bin/vllm serve "/srv/models/m" --served-model-name "default" --host 127.0.0.1 '
             "--port ${FLEET_SERVER_PORT} --max-num-seqs ${FLEET_SERVER_SLOTS} "
             "--gpu-memory-utilization ${FLEET_GPU_MEMORY_UTILIZATION} --max-model-len 4096\n"
             ) in server_unit
