@@ -51,9 +51,10 @@ def test_real_llamacpp_and_per_gpu_vllm_serve_generations_through_celery(lab, de
         result = deploy(lab, inventory)
         assert "Check each inference server answers with a real completion" in result["output"]
         # cpu-small: 1 core -> one llama.cpp server of 1 thread, its worker calls it
-        unit = lab.ssh("cpu-small", "systemctl show -p ExecStart --value "
-                       "celery-fleet-llm-server@cpu").stdout
-        assert "--n_threads 1 " in unit and "--n_ctx 512" in unit and f"--port {PORT}" in unit
+        argv = lab.ssh("cpu-small", "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID "
+                       "--value celery-fleet-llm-server@cpu)/cmdline").stdout
+        assert "-m llama_cpp.server " in argv and f"--port {PORT} " in argv, argv
+        assert "--n_threads 1 --n_threads_batch 1 --n_ctx 512" in argv, argv
         assert "active" == lab.ssh("cpu-small", "systemctl is-active "
                                    "celery-fleet-llm-server@cpu").stdout.strip()
         # the model arrived whole
