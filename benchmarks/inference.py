@@ -29,7 +29,7 @@ from celery_fleet.lab import Lab, parse_hosts
 from celery_fleet.lab import tiny_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTANCE, SUBNET = "bench-llm", "10.77.8.0/24"
+INSTANCE, SUBNET = "benchllm", "10.77.8.0/24"
 HOSTS = "broker:ram=2G,cores=1,roles=broker llm:ram=8G,cores=2,roles=llm"
 # (generations at once, threads each); the plan's own choice on 2 cores is (1, 2)
 SHAPES = ((1, 2), (1, 1), (1, 4), (2, 2), (2, 1), (4, 2), (4, 1))
