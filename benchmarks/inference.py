@@ -47,7 +47,7 @@ done = [(r.date_done.replace(tzinfo=timezone.utc) - sent).total_seconds() for r 
 print(json.dumps(done))
 """
 ENV_EXEC = f"{layout.ENV_EXEC} {layout.LLM_ENV}"
-VENV = layout.worker_venv("/opt/celery-fleet")
+VENV = layout.worker_venv("/opt/celery-fleet") + "/bin"
 
 
 def inventory(path: Path, overrides: dict) -> Path:

@@ -10,7 +10,7 @@ import pytest
 from celery_fleet import layout
 from celery_fleet.fleetplan import HostInput, plan_fleet, roles_of
 from celery_fleet.settings import SETTINGS, resolve, settings_table_markdown, update_readme
-from celery_fleet.sizing import HostFacts
+from celery_fleet.sizing import Gpu, HostFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -130,7 +130,9 @@ def test_the_readme_inventory_is_a_valid_fleet(tmp_path):
                for values in data.values() for key in values), "a per-host override"
     planned, errors = plan_fleet([
         HostInput(host, roles_of(member[host]), values, values.get("ssh_hostname") or host,
-                  HostFacts(16384, 8)) for host, values in data.items()])
+                  # the GPU host serves its model with vLLM; the model's file size is read
+                  HostFacts(16384, 8, (Gpu(0, 24576),) if "llm_model_host_path" in values
+                            else (), llm_model_mb=1000)) for host, values in data.items()])
     assert errors == []
     assert {role for p in planned.values() for role in p.roles} == set(
         layout.GROUP_ROLES.values())
