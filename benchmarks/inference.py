@@ -1,8 +1,8 @@
 """Real inference through Celery on the lab (issue #13): the deployed llama.cpp server(s)
 serving a ~110 M-parameter llama GGUF (random weights, F16: celery_fleet/lab/tiny_gguf.py
 --size bench) on a 2-core lab host; for each shape (generations at once x threads each),
-GENERATIONS generations of TOKENS tokens sent at once through Celery. Prints throughput, mean
-and worst completion, and the servers' memory. Asserts nothing about time.
+GENERATIONS generations of TOKENS tokens sent at once through Celery. Prints throughput, mean,
+first and last completion. Asserts nothing about time.
 
     sudo .venv/bin/python benchmarks/inference.py [--generations 8] [--tokens 128] [--keep]
 
@@ -82,12 +82,6 @@ def deploy(path: Path) -> None:
         raise SystemExit(f"deploy failed:\n{(result.stdout + result.stderr)[-4000:]}")
 
 
-def server_memory_mb(lab: Lab, state: dict) -> int:
-    out = ssh(lab, state, "llm", "systemctl show -p MemoryCurrent --value "
-              "'celery-fleet-llm-server@*' | grep -v infinity || true")
-    return sum(int(line) for line in out.split() if line.isdigit()) // 2**20
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generations", type=int, default=8)
@@ -114,7 +108,7 @@ def main() -> int:
                 wall = max(done)
                 rows.append((concurrency, threads, args.generations / wall,
                              args.generations * args.tokens / wall, statistics.mean(done),
-                             min(done), wall, server_memory_mb(lab, state)))
+                             min(done), wall))
                 print(f"{concurrency} x {threads}: {rows[-1][2]:.2f} generations/s, mean "
                       f"completion {rows[-1][4]:.1f} s", file=sys.stderr)
         finally:
@@ -123,13 +117,12 @@ def main() -> int:
     plan = (1, 2)
     print(f"\n{args.generations} generations x {args.tokens} tokens sent at once, llama.cpp "
           "(llama-cpp-python 0.3.36), 110 M-parameter F16 llama, lab host of 2 cores\n")
-    print("| at once x threads | throughput | tokens/s | mean completion | first | last | "
-          "servers' memory |")
-    print("|---|---|---|---|---|---|---|")
-    for c, t, rate, tokens, mean, first, last, memory in rows:
+    print("| at once x threads | throughput | tokens/s | mean completion | first | last |")
+    print("|---|---|---|---|---|---|")
+    for c, t, rate, tokens, mean, first, last in rows:
         mark = " (plan)" if (c, t) == plan else ""
         print(f"| {c} x {t}{mark} | {rate:.2f}/s | {tokens:.0f} | {mean:.1f} s | {first:.1f} s "
-              f"| {last:.1f} s | {memory} MB |")
+              f"| {last:.1f} s |")
     return 0
 
 

@@ -25,8 +25,9 @@ from .settings import SettingsError
 from .sizing import GPU_VRAM_USABLE_SHARE, HostFacts, LlmInstance, LlmPlan
 
 # RAM a llama.cpp server process takes beside the weights and the KV cache: Python, FastAPI,
-# uvicorn and ggml's compute buffers (measured on the lab: docs/BENCHMARKS.md, "Real
-# inference").
+# uvicorn and ggml's compute buffers. Measured (RSS, llama-cpp-python 0.3.36): 79 MB with the
+# lab's 0.6 MB model; 451 MB with the 227 MB bench model at context 4096 (151 MB of KV cache),
+# so ~75 MB. 384 leaves room for compute buffers that grow with the batch and the context.
 LLAMACPP_OVERHEAD_MB = 384
 # vLLM in host RAM beside the weights it loads: torch, the CUDA context, its workers (vLLM's
 # own docs ask for several GB of CPU memory a GPU; 4 GB is the floor we plan).

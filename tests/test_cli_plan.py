@@ -37,7 +37,7 @@ def test_the_text_plan_gives_the_reason_for_each_number(capsys):
     assert cli.main(["plan", "--ram-mb", "8192", "--cores", "2"]) == 0
     text = capsys.readouterr().out
     assert "pool threads, concurrency 16" in text and "~8 GB tier" in text
-    assert "one generation at a time is fastest" in text
+    assert "one generation at a time is the fastest generation" in text
     assert "maxmemory-policy noeviction" in text
 
 
