@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 .PHONY: setup packages demo deploy plan lab down status lab-status test test-pure bench bench-lab
 
 # Debian packages the lab and the tests need on this machine (root; apt only when one is
-# missing). A controller that deploys to your own servers needs none of them: `make setup`.
+# missing). A controller that deploys to your own servers needs none of them (`make setup`),
+# but g++ and cmake where a host runs llama.cpp (the controller builds it: docs/INFERENCE.md).
 HOST_PACKAGES := python3-venv systemd systemd-container debootstrap nftables zstd iproute2 \
-	openssh-client util-linux ca-certificates redis-server
+	openssh-client util-linux ca-certificates redis-server \
+	g++ cmake
 packages:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 		| grep -q "install ok installed" || echo $$p; done); \
