@@ -77,7 +77,9 @@ class PathSizeMb(FactBase):
 
     def command(self, path: str) -> str:
         quoted = "'" + path.replace("'", "'\\''") + "'"
-        return f"test -e {quoted} && du -s --block-size=1M --apparent-size {quoted} || true"
+        # -L: a model reached through a link (current -> v2, Hugging Face snapshots) is
+        # sized by what it points to
+        return f"test -e {quoted} && du -sL --block-size=1M --apparent-size {quoted} || true"
 
     def process(self, output) -> int | None:
         lines = [line for line in output if line.strip()]

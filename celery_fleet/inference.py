@@ -88,7 +88,12 @@ def chosen_server(host: str, facts: HostFacts, s: dict, llm: LlmPlan) -> tuple[s
     if not key:
         return "none", ("no inference server: no model set (llm_model_path or "
                         "llm_model_host_path); the worker calls llm_api_url, your own server")
-    if facts.gpus and llm.device == "cpu" and not facts.gpu_problem:
+    if facts.gpu_problem:
+        raise SettingsError(host, "inference_server", None, f"llamacpp, vllm or none set "
+                            f"explicitly: GPU detection failed ({facts.gpu_problem}), and "
+                            "the deploy will not guess the server (it would replace a GPU "
+                            "host's vLLM servers with llama.cpp); fix nvidia-smi, or say which")
+    if facts.gpus and llm.device == "cpu":
         raise SettingsError(host, "llm_model_vram_mb", s["llm_model_vram_mb"],
                             f"a model that fits one of this host's GPUs "
                             f"({', '.join(str(g.vram_mb) for g in facts.gpus)} MB, "

@@ -178,7 +178,7 @@ FLOWER_REQUIREMENTS = ("flower==2.2.0", f"celery=={CELERY_VERSION}", "redis==8.1
                        "packaging==26.3")
 
 # The inference servers (llm_server_source's defaults). llama-cpp-python has no wheel on PyPI:
-# it is built once on the controller (celery_fleet/server_wheel.py); vLLM's wheels are on PyPI.
+# it is built once on the controller (celery_fleet/wheel.py); vLLM's wheels are on PyPI.
 LLAMACPP_REQUIREMENT = "llama-cpp-python==0.3.36"
 LLAMACPP_EXTRAS = "[server]"  # its OpenAI-compatible server (FastAPI, uvicorn)
 VLLM_REQUIREMENT = "vllm==0.33.0"

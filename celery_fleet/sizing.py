@@ -161,11 +161,12 @@ def refuse_what_cannot_fit(host: str, facts: HostFacts, plan: EmbeddingPlan, s: 
 # SIZING.md, 8 CPU-bound inference tasks using all cores: concurrency 1 -> 0.39 tasks/s, mean
 # completion 11.5 s; 2 -> 0.28/s, 17.4 s; 4 -> 0.26/s, 23.5 s. One at a time wins both.
 # Real llama.cpp through Celery (benchmarks/inference.py, docs/BENCHMARKS.md "Real inference",
-# 2 cores, 8 x 128 tokens): at once x threads each > cores is ruinous (2 x 2 0.26/s, 4 x 2
-# 0.12/s, 1 x 4 0.49/s vs 1 x 2 0.83/s); within the cores, 2 x 1 (two servers of one thread)
-# did 1.32/s with a mean completion of 3.7 s vs 5.0 s, each generation 40 % slower (first 1.4 s
-# vs 1.0 s) on a 110 M-parameter model. One at a time keeps the fastest single generation and
-# the design's rule; llm_concurrency: cores with llm_threads: 1 is the measured alternative.
+# 2 cores, 8 x 128 tokens): multi-threaded generations past the cores are ruinous (2 x 2
+# 0.26/s, 4 x 2 0.12/s, 1 x 4 0.49/s vs 1 x 2 0.83/s; 4 x 1 did 1.26/s); 2 x 1 (two servers
+# of one thread) did 1.32/s with a mean completion of 3.7 s vs 5.0 s, each generation 40 %
+# slower (first 1.4 s vs 1.0 s) on a 110 M-parameter model. One at a time keeps the fastest
+# single generation and the design's rule; llm_concurrency: cores (threads then 1 each) is the
+# measured alternative.
 LLM_CPU_CONCURRENCY = 1
 # The design documents: 2 to 4 concurrent generations per GPU, by VRAM.
 LLM_GPU_CONCURRENCY_MIN = 2
@@ -524,8 +525,9 @@ def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
                             "greenlets and threads only queue behind the GIL)")
     concurrency = LLM_CPU_CONCURRENCY
     reasons.append("CPU inference uses every core: one generation at a time is the fastest "
-                   "generation; more at once than the cores take is 2-7x slower (llama.cpp "
-                   "measured: docs/BENCHMARKS.md, Real inference); scale out with hosts")
+                   "generation; multi-threaded generations past the cores are 1.7-7x slower "
+                   "(llama.cpp measured: docs/BENCHMARKS.md, Real inference); scale out with "
+                   "hosts")
     if s["llm_concurrency"]:
         concurrency = s["llm_concurrency"]
         reasons.append(f"llm_concurrency={concurrency} set in the inventory")

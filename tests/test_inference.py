@@ -66,6 +66,16 @@ def test_a_model_on_a_gpu_host_gets_a_vllm_server_per_gpu_sized_by_the_plan():
     assert server.memory_max_mb == 15000 + 4096
 
 
+def test_a_failed_gpu_detection_does_not_turn_a_gpu_host_to_llamacpp():
+    """nvidia-smi broken for a moment: the plan is for CPU, but replacing the host's vLLM
+    servers with llama.cpp (and its model directory with a GGUF it is not) would be a guess."""
+    message = refusal({"llm_model_host_path": "/srv/m"}, gpu_problem="nvidia-smi exit 9")
+    assert "inference_server=None" in message and "nvidia-smi exit 9" in message
+    assert llm({"llm_model_host_path": "/srv/m", "inference_server": "llamacpp"},
+               gpu_problem="nvidia-smi exit 9").server.server == "llamacpp"
+    assert llm({}, gpu_problem="nvidia-smi exit 9").server is None  # no model: unchanged
+
+
 def test_a_model_that_fits_no_gpu_of_a_gpu_host_is_refused_unless_served_on_cpu():
     data = {**MODEL, "llm_model_vram_mb": 30000}
     assert "llm_model_vram_mb=30000" in refusal(data, gpus=(24576,))

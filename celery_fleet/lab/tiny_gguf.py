@@ -17,7 +17,7 @@ import argparse
 import string
 from pathlib import Path
 
-# (n_embd, n_layer, n_ff, n_head): "tiny" loads in a blink (~3 MB: tests); "bench" is ~110 M
+# (n_embd, n_layer, n_ff, n_head): "tiny" loads in a blink (0.6 MB: tests); "bench" is ~110 M
 # parameters in F16 (~230 MB), slow enough on CPU that threads and parallel generations show
 # (the measurements used a model of this size)
 SIZES = {"tiny": (64, 2, 192, 4), "bench": (768, 12, 3072, 12)}
