@@ -79,8 +79,12 @@ def llm_server_instance_env(instance: str) -> str:
     return f"{CONFIG_DIR}/llm-server@{instance}.env"
 
 
-# models uploaded from the controller (llm_model_path); readable by the service user
-MODEL_DIR = "/var/lib/celery-fleet/models"
+# celery-fleet's data on a host: the models uploaded from the controller (llm_model_path),
+# readable by the service user
+DATA_DIR = "/var/lib/celery-fleet"
+MODEL_DIR = f"{DATA_DIR}/models"
+# the inference servers' CacheDirectory= (one per instance below it), under /var/cache
+LLM_SERVER_CACHE = "celery-fleet-llm-server"
 
 
 # ---- systemd units ------------------------------------------------------------------------

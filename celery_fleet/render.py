@@ -203,7 +203,7 @@ def llm_server_unit(h: PlannedHost) -> dict:
     server = h.plan.llm.server
     return {"server": server.server, "service_user": h.settings["service_user"],
             "instance_env_file": layout.llm_server_instance_env("%i"),
-            "cache_dir": layout.LLM_SERVER_PREFIX.rstrip("@") + "/%i",
+            "cache_dir": f"{layout.LLM_SERVER_CACHE}/%i",
             "command": llm_server_command(h), "memory_max_mb": server.memory_max_mb,
             "memory_high_mb": memory_high_mb(server.memory_max_mb)}
 

@@ -49,7 +49,9 @@ def retire_host(settings: Settings) -> None:
     for path, what in ((settings["install_dir"], "the virtualenvs and the application"),
                        (layout.CONFIG_DIR, "the workers' settings"),
                        (layout.HELPER_DIR, "the helper scripts"),
-                       (layout.MODEL_DIR, "the models uploaded for the inference server")):
+                       (layout.DATA_DIR, "the models uploaded for the inference server"),
+                       (f"/var/cache/{layout.LLM_SERVER_CACHE}", "the inference servers' "
+                        "caches")):
         files.directory(name=f"Remove {path} ({what})", path=path, present=False)
     certificates = host.get_fact(FindFiles, path=layout.CA_CERT_DIR, maxdepth=1,
                                  fname=f"{layout.CA_CERT_PREFIX}*.crt")

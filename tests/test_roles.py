@@ -170,7 +170,7 @@ def test_a_host_that_left_its_worker_groups_and_flower_has_them_retired(first_ru
 
 
 OURS = ("/opt/celery-fleet", layout.CONFIG_DIR, layout.HELPER_DIR, layout.CLIENT_ENV,
-        f"{UNITS}/celery", f"{layout.CA_CERT_DIR}/{layout.CA_CERT_PREFIX}", layout.MODEL_DIR)
+        f"{UNITS}/celery", f"{layout.CA_CERT_DIR}/{layout.CA_CERT_PREFIX}", layout.DATA_DIR)
 
 
 @pytest.mark.parametrize("name", ["cpu host", "gpu host", "client", "llama.cpp host"])
