@@ -41,6 +41,9 @@ def expected_units(reading: HostReading) -> list[str]:
     if reading.plan and layout.planned_workers(reading.plan):
         units += [w.unit for w in layout.planned_workers(reading.plan)]
         units.append(layout.WORKER_GROUP_UNIT)
+    server = reading.plan.llm.server if reading.plan and reading.plan.llm else None
+    if server:  # the inference servers the plan runs (celery_fleet/inference.py)
+        units += [layout.llm_server_unit_name(i.name) for i in server.instances]
     if reading.flower and "broker" in reading.roles:
         units.append(layout.FLOWER_UNIT)
     if reading.fake_backend:

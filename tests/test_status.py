@@ -156,3 +156,19 @@ def test_queue_lines_stay_aligned_with_an_applications_long_queue_names():
     lines = [line for line in status.format_report(report, "now").splitlines()
              if line.startswith("queue ")]
     assert len(lines) == 2 and len({line.index(" waiting") for line in lines}) == 1, lines
+
+
+def test_the_inference_server_the_plan_runs_is_expected_and_checked():
+    """Found walking the operator path: `fleet status` called a planned llama.cpp server
+    "not in the plan"; it is the plan's, and a stopped one is a difference."""
+    plan = plan_host("w1", HostFacts(8192, 2, llm_model_mb=100),
+                     {"llm_model_path": "/m.gguf"}, ("embedding", "llm"))
+    server = "celery-fleet-llm-server@cpu.service"
+    units = {u: active(u) for u in ("celery-embedding-worker@1.service", server,
+                                    "celery-llm-worker@cpu.service", "celery-worker.service")}
+    reading = status.HostReading("w1", ("embedding", "llm"), plan, units=units, hostname="w1",
+                                 memory_mb={})
+    assert status.build([broker_host(), reading], fleet_of("w1"))["differences"] == []
+    units[server].update(ActiveState="failed", SubState="failed")
+    assert status.build([broker_host(), reading], fleet_of("w1"))["differences"] == [
+        f"w1 {server}: failed (failed), planned to run"]

@@ -11,6 +11,7 @@ from celery_fleet import layout
 from celery_fleet.lab import tiny_gguf
 
 from .conftest import VENV, as_service_user, deploy, lab_inventory_with
+from .test_operate import fleet_status
 
 PORT = 8090  # the fake OpenAI API keeps 8080 for the embeddings
 GPU_MODEL = "/srv/models/lab-model"  # a "model directory" already on gpu-box
@@ -50,6 +51,11 @@ def test_real_llamacpp_and_per_gpu_vllm_serve_generations_through_celery(lab, de
     try:
         result = deploy(lab, inventory)
         assert "Check each inference server answers with a real completion" in result["output"]
+        # fleet status knows the servers as the plan's (it once called them strays)
+        report = fleet_status(lab, inventory, "--json")
+        assert report.returncode == 0, report.stdout + report.stderr
+        assert {"celery-fleet-llm-server@cpu.service", "celery-fleet-llm-server@gpu0.service"} \
+            <= {row["unit"] for h in json.loads(report.stdout)["hosts"] for row in h["units"]}
         # cpu-small: 1 core -> one llama.cpp server of 1 thread, its worker calls it
         argv = lab.ssh("cpu-small", "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID "
                        "--value celery-fleet-llm-server@cpu)/cmdline").stdout
