@@ -204,8 +204,19 @@ def llm_server_unit(h: PlannedHost) -> dict:
     return {"server": server.server, "service_user": h.settings["service_user"],
             "instance_env_file": layout.llm_server_instance_env("%i"),
             "cache_dir": f"{layout.LLM_SERVER_CACHE}/%i",
-            "command": llm_server_command(h), "memory_max_mb": server.memory_max_mb,
-            "memory_high_mb": memory_high_mb(server.memory_max_mb)}
+            "command": llm_server_command(h), "ready_command": llm_server_ready_command(h),
+            "memory_max_mb": server.memory_max_mb}
+
+
+def llm_server_ready_command(h: PlannedHost) -> str:
+    """Polls the server's /v1/models (both servers answer it once the model is loaded) with
+    the server's own Python; stops when the server's process is gone. $$: the shell, not
+    systemd, expands the port (from the instance's .env) and MAINPID."""
+    python = f"{layout.llm_server_venv(h.settings['install_dir'])}/bin/python"
+    probe = ('import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=5)')
+    return (f"/bin/sh -c 'until {python} -c \"{probe}\" "
+            "http://127.0.0.1:$${FLEET_SERVER_PORT}/v1/models >/dev/null 2>&1; "
+            "do kill -0 $$MAINPID || exit 1; sleep 1; done'")
 
 
 def llm_server_instance_env(h: PlannedHost, instance) -> dict:

@@ -293,3 +293,65 @@ def test_the_workers_of_a_host_are_one_service_that_passes_verify(unit_root):
     (unit_root / layout.WORKER_GROUP_UNIT).write_text(group.replace(layout.WORKER_STATES,
                                                                     str(worker_states)))
     assert verify(unit_root / layout.WORKER_GROUP_UNIT) == ""
+
+
+def _server_host(unit_root, server: str):
+    gpus = (81920,) if server == "vllm" else ()
+    return deploy_of(ram_mb=16384, cores=4, gpus=gpus, model_mb=600, data={
+        "install_dir": str(unit_root), "llm_model_host_path": "/srv/models/m.gguf"},
+        roles=("llm",))
+
+
+@pytest.mark.parametrize("server", ["llamacpp", "vllm"])
+def test_the_inference_server_unit_passes_verify(unit_root, server):
+    d = _server_host(unit_root, server)
+    assert d.plan.llm.server.server == server
+    venv = Path(layout.llm_server_venv(str(unit_root)))
+    for program in ("python", "vllm"):  # verify checks ExecStart='s program exists
+        (venv / "bin").mkdir(parents=True, exist_ok=True)
+        (venv / "bin" / program).write_text("#!/bin/sh\n")
+        (venv / "bin" / program).chmod(0o755)
+    unit = unit_root / layout.llm_server_unit_name(d.plan.llm.server.instances[0].name)
+    unit.write_text(render.render(f"{layout.LLM_SERVER_UNIT}.j2", render.llm_server_unit(d)))
+    assert verify(unit) == ""
+    assert "\nMemoryHigh=" not in unit.read_text()  # the weights are its working set
+
+
+def _ready_command(unit_root, python: str) -> list[str]:
+    """The unit's ExecStartPost= as systemd hands it to the shell: $$ becomes $, and the
+    server's Python is python."""
+    command = render.llm_server_ready_command(_server_host(unit_root, "llamacpp"))
+    venv_python = f"{layout.llm_server_venv(str(unit_root))}/bin/python"
+    script = command.removeprefix("/bin/sh -c '").removesuffix("'")
+    return ["/bin/sh", "-c", script.replace("$$", "$").replace(venv_python, python)]
+
+
+def test_the_server_counts_as_started_once_it_answers(unit_root):
+    """ExecStartPost= polls /v1/models: it returns once a server answers there, and gives up
+    as soon as the server's process is gone (not at TimeoutStartSec, 15 minutes later)."""
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = _ready_command(unit_root, sys.executable)
+    server = subprocess.Popen(  # answers only after 2 s, like a server loading its model
+        [sys.executable, "-c", "import time, http.server as h; time.sleep(2); "
+         f"h.HTTPServer(('127.0.0.1', {port}), h.SimpleHTTPRequestHandler).serve_forever()"],
+        cwd=unit_root)
+    (unit_root / "v1").mkdir()
+    (unit_root / "v1" / "models").write_text("{}")
+    try:
+        started = time.monotonic()
+        waited = subprocess.run(command, env={"FLEET_SERVER_PORT": str(port),
+                                              "MAINPID": str(server.pid)}, timeout=60)
+        assert waited.returncode == 0
+        assert time.monotonic() - started >= 1.5  # it waited for the answer
+    finally:
+        server.kill()
+        server.wait()
+    gone = subprocess.run(command, env={"FLEET_SERVER_PORT": str(port),
+                                        "MAINPID": str(server.pid)}, timeout=30)
+    assert gone.returncode == 1
