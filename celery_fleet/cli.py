@@ -18,7 +18,8 @@ import sys
 from .lab import (DEFAULT_HOSTS_SPEC, DEFAULT_INSTANCE, Lab, LabError, SpecError, exec_ssh,
                   parse_hosts)
 from .lab.image import DEFAULT_SUITE, SUITES
-from .model_file import size_mb
+from .layout import MODEL_DIGEST_CACHE
+from .model_file import controller_facts
 from .planview import format_plan
 from .settings import SettingsError, parse_cli_value
 from .sizing import ALL_ROLES, Gpu, HostFacts, plan_host
@@ -65,9 +66,11 @@ def plan_command(args) -> int:
         raise SettingsError("(command line)", "--roles", args.roles,
                             f"a comma-separated list of {', '.join(ALL_ROLES)}")
     model = data.get("llm_model_path")
+    # a model on this controller is looked at; one on a host cannot be without an inventory
     facts = HostFacts(args.ram_mb, args.cores,
                       tuple(Gpu(i, vram) for i, vram in enumerate(args.gpu)),
-                      llm_model_mb=size_mb(model) if isinstance(model, str) and model else None)
+                      **(controller_facts(model, MODEL_DIGEST_CACHE)
+                         if isinstance(model, str) and model else {}))
     plan = plan_host(args.name, facts, data, roles, embedding_hosts=args.embedding_hosts)
     _print_plans([plan], args.json)
     return 0

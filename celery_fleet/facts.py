@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 
+from . import model_file
 from .gpu import GPU_FACT_COMMAND, parse_gpu_fact
 from .layout import LLM_SERVER_PREFIX, UNIT_DIR, WORKER_UNIT_GLOB
 from .redis_state import REDIS_STATE_COMMAND, parse_redis_state
@@ -72,15 +73,25 @@ class CpuArch(FactBase):
         return (lines[0].strip() if lines else "", tuple(flags))
 
 
-class PathSizeMb(FactBase):
-    """MB (rounded up) of a file or a directory on the host; None where it does not exist."""
+class ModelOnHost(FactBase):
+    """A model already on the host (llm_model_host_path): (MB rounded up, format) with format
+    as model_file names them (gguf, directory, other), or "unreadable"; None where nothing is
+    there."""
 
     def command(self, path: str) -> str:
         quoted = "'" + path.replace("'", "'\\''") + "'"
         # -L: a model reached through a link (current -> v2, Hugging Face snapshots) is
-        # sized by what it points to
-        return f"test -e {quoted} && du -sL --block-size=1M --apparent-size {quoted} || true"
+        # sized and read through it; od: the first four bytes (GGUF) as hex, never raw bytes
+        return (f"test -e {quoted} || exit 0; du -sL --block-size=1M --apparent-size {quoted}"
+                f" | cut -f1; if test -d {quoted}; then echo {model_file.DIRECTORY}; "
+                f"else od -An -tx1 -N4 {quoted} 2>/dev/null | tr -d ' ' || true; "
+                f"test -r {quoted} || echo unreadable; fi")
 
-    def process(self, output) -> int | None:
-        lines = [line for line in output if line.strip()]
-        return int(lines[0].split()[0]) if lines else None
+    def process(self, output) -> tuple[int, str] | None:
+        lines = [line.strip() for line in output if line.strip()]
+        if not lines:
+            return None
+        kind = lines[-1] if len(lines) > 1 else ""
+        if kind not in (model_file.DIRECTORY, "unreadable"):
+            kind = model_file.GGUF if kind == model_file.GGUF_MAGIC.hex() else model_file.OTHER
+        return int(lines[0]), kind

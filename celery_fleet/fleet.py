@@ -15,7 +15,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.hardware import Cpus, Memory
 
 from . import layout, model_file
-from .facts import CpuArch, NvidiaGpus, PathSizeMb, RedisState
+from .facts import CpuArch, ModelOnHost, NvidiaGpus, RedisState
 from .fleetplan import HostInput, PlannedHost, plan_fleet, roles_of
 from .gpu import gpus_of
 from .redis_state import adoption_problem
@@ -23,6 +23,7 @@ from .secrets import ControllerSecrets
 from .settings import Settings, SettingsError
 from .sizing import HostFacts
 from .summary import FleetSummary
+from .wheel import missing_compile_tools
 
 
 class FleetError(PyinfraError):
@@ -41,21 +42,24 @@ def detected_facts(host) -> HostFacts:
     gpus, problem = gpus_of(host.get_fact(NvidiaGpus))
     arch, flags = host.get_fact(CpuArch) or ("", ())
     return HostFacts(ram_mb=host.get_fact(Memory), cores=host.get_fact(Cpus), gpus=gpus,
-                     gpu_problem=problem, llm_model_mb=_model_mb(host), arch=arch,
-                     cpu_flags=flags)
+                     gpu_problem=problem, arch=arch, cpu_flags=flags, **_model_facts(host))
 
 
-def _model_mb(host) -> int | None:
-    """The size of the model the host's inference server loads: of the file on the controller
-    (llm_model_path), or on the host (llm_model_host_path). Values not checked yet: the plan
-    refuses a bad one."""
+def _model_facts(host) -> dict:
+    """What the inference server's plan needs of the model: size, format, KV cache a token
+    and sha256 of the file on the controller (llm_model_path), or size and format of the model
+    on the host (llm_model_host_path). Values not checked yet: the plan refuses a bad one."""
+    if "llm" not in host_roles(host):
+        return {}
     on_controller, on_host = (host.data.get(k) for k in ("llm_model_path",
                                                          "llm_model_host_path"))
     if isinstance(on_controller, str) and on_controller:
-        return model_file.size_mb(on_controller)
-    if isinstance(on_host, str) and on_host.startswith("/") and "llm" in host_roles(host):
-        return host.get_fact(PathSizeMb, path=on_host)
-    return None
+        return model_file.controller_facts(on_controller, layout.MODEL_DIGEST_CACHE)
+    if isinstance(on_host, str) and on_host.startswith("/"):
+        found = host.get_fact(ModelOnHost, path=on_host)
+        return ({"llm_model_mb": found[0], "llm_model_format": found[1]} if found
+                else {"llm_model_format": model_file.ABSENT})
+    return {}
 
 
 def controller_problems(host: str, settings: Settings, detected: HostFacts) -> list[str]:
@@ -66,13 +70,14 @@ def controller_problems(host: str, settings: Settings, detected: HostFacts) -> l
             found.append(str(SettingsError(host, "extra_ca_certificates", path,
                                            "paths of certificate files on this controller; "
                                            "this one does not exist")))
-    source = settings["worker_app_source"]
-    if ("/" in source or source.startswith(".") or Path(source).exists()) \
-            and not (Path(source) / "pyproject.toml").is_file():
-        found.append(str(SettingsError(host, "worker_app_source", source,
-                                       "a directory with a pyproject.toml on this controller, "
-                                       "or a pip requirement such as mycompany-workers==1.2")))
-    found += model_problems(host, settings)
+    for key, example in (("worker_app_source", "mycompany-workers==1.2"),
+                         ("llm_server_source", "vllm==0.11.0")):
+        source = settings[key]
+        if source and ("/" in source or source.startswith(".") or Path(source).exists()) \
+                and not (Path(source) / "pyproject.toml").is_file():
+            found.append(str(SettingsError(host, key, source, "a directory with a "
+                                           "pyproject.toml on this controller, or a pip "
+                                           f"requirement such as {example}")))
     override = settings["gpus"]
     if override and len(override) > len(detected.gpus):
         seen = (f"nvidia-smi failed: {detected.gpu_problem}" if detected.gpu_problem
@@ -81,28 +86,6 @@ def controller_problems(host: str, settings: Settings, detected: HostFacts) -> l
                                        f"at most the GPUs the host has ({seen}); a worker "
                                        "pinned to a missing GPU cannot start")))
     return found
-
-
-def model_problems(host: str, settings: Settings) -> list[str]:
-    """llm_model_path: a GGUF file (for llama.cpp) on this controller, with the sha256 the
-    inventory expects."""
-    path = settings["llm_model_path"]
-    if not path:
-        return []
-    if not Path(path).is_file():
-        return [str(SettingsError(host, "llm_model_path", path, "a model file on this "
-                                  "controller; this one does not exist"))]
-    if settings["inference_server"] in (None, "llamacpp") and not model_file.is_gguf(path):
-        return [str(SettingsError(host, "llm_model_path", path, "a GGUF model file for "
-                                  "llama.cpp (it starts with the bytes GGUF); this one does "
-                                  "not"))]
-    expected = settings["llm_model_sha256"]
-    if expected and model_file.sha256_of(path) != expected:
-        return [str(SettingsError(host, "llm_model_sha256", expected,
-                                  f"the sha256 of llm_model_path ({path}), which is "
-                                  f"{model_file.sha256_of(path)}: the file changed, or the "
-                                  "value is not its"))]
-    return []
 
 
 def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = False,
@@ -130,9 +113,28 @@ def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = Fals
             problem for problem in [adoption.get(name)] if problem]
 
     planned, errors = plan_fleet(inputs, checks, ControllerSecrets() if with_secrets else None)
+    errors += build_problems(planned)
     if errors:
         raise FleetError("invalid inventory, no host was changed:\n  " + "\n  ".join(errors))
     return planned
+
+
+def build_problems(planned: dict[str, PlannedHost]) -> list[str]:
+    """llama.cpp is compiled on this controller the first time a plan has it: the tools it
+    takes are checked before any host is changed."""
+    found = []
+    for name, h in sorted(planned.items()):
+        server = h.plan.llm.server if h.plan.llm else None
+        if server is None or server.server != "llamacpp" or Path(server.source).is_dir():
+            continue
+        missing = missing_compile_tools(server.source, layout.LLAMACPP_CMAKE_ARGS,
+                                        layout.SERVER_WHEEL_CACHE)
+        if missing:
+            found.append(str(SettingsError(name, "inference_server", "llamacpp", (
+                f"{' and '.join(missing)} on this controller, which compiles {server.source} "
+                f"once for every host (apt-get install {' '.join(missing)}); or none, with "
+                "your own server at llm_api_url"))))
+    return found
 
 
 def _with_tuned(inventory, host, tuned: dict | None) -> dict:

@@ -21,8 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from . import layout
+from .model_file import ABSENT, DIRECTORY, GGUF, UNREADABLE
 from .settings import SettingsError
-from .sizing import GPU_VRAM_USABLE_SHARE, HostFacts, LlmInstance, LlmPlan
+from .sizing import (GPU_SERVER_RUNTIME_MB, GPU_VRAM_USABLE_SHARE, HostFacts, LlmInstance,
+                     LlmPlan, kv_cache_mb)
 
 # RAM a llama.cpp server process takes beside the weights and the KV cache: Python, FastAPI,
 # uvicorn and ggml's compute buffers. Measured (RSS, llama-cpp-python 0.3.36): 79 MB with the
@@ -57,6 +59,7 @@ class InferencePlan:
     source: str  # pip requirement or controller directory of the server's package
     model_path: str  # on the host
     upload_from: str  # the controller file uploaded to model_path, or "" (already there)
+    model_sha256: str  # of upload_from ("" where nothing is uploaded)
     model_name: str  # what the server answers to (llm_model)
     context_size: int
     model_ram_mb: int
@@ -94,11 +97,13 @@ def chosen_server(host: str, facts: HostFacts, s: dict, llm: LlmPlan) -> tuple[s
                             "the deploy will not guess the server (it would replace a GPU "
                             "host's vLLM servers with llama.cpp); fix nvidia-smi, or say which")
     if facts.gpus and llm.device == "cpu":
+        kv, why = kv_cache_mb(facts, s)
         raise SettingsError(host, "llm_model_vram_mb", s["llm_model_vram_mb"],
                             f"a model that fits one of this host's GPUs "
                             f"({', '.join(str(g.vram_mb) for g in facts.gpus)} MB, "
-                            f"{GPU_VRAM_USABLE_SHARE:.0%} of it usable, with one generation of "
-                            f"llm_kv_cache_per_task_mb={s['llm_kv_cache_per_task_mb']}); or "
+                            f"{GPU_VRAM_USABLE_SHARE:.0%} of it usable, with one generation's "
+                            f"{kv} MB ({why}) and the server's runtime, "
+                            f"{GPU_SERVER_RUNTIME_MB} MB); or a shorter llm_context_size; or "
                             "inference_server: llamacpp to serve it on CPU")
     server = "vllm" if llm.device == "gpu" else "llamacpp"
     return server, f"{server}: a model is set ({key}) and the plan is for {llm.device.upper()}"
@@ -120,9 +125,12 @@ def plan_inference(host: str, facts: HostFacts, s: dict, llm: LlmPlan) -> LlmPla
     if server == "vllm" and llm.device == "cpu":
         raise SettingsError(host, "inference_server", server, "llamacpp or none on a host "
                             "without a GPU the model fits (vLLM serves GPUs)")
-    model_path = (f"{layout.MODEL_DIR}/{PurePosixPath(value).name}" if key == "llm_model_path"
-                  else value)
-    base = dict(server=server, model_path=model_path,
+    check_model(host, facts, s, server)
+    # uploaded models are named by their content: a new model never overwrites the file a
+    # running server has mapped, and the old one is removed once the servers restarted
+    model_path = (f"{layout.MODEL_DIR}/{facts.llm_model_sha256[:16]}/{PurePosixPath(value).name}"
+                  if key == "llm_model_path" else value)
+    base = dict(server=server, model_path=model_path, model_sha256=facts.llm_model_sha256,
                 upload_from=value if key == "llm_model_path" else "", model_name=s["llm_model"],
                 context_size=s["llm_context_size"])
     planned = (_llamacpp(host, facts, s, llm, base) if server == "llamacpp"
@@ -135,15 +143,48 @@ def plan_inference(host: str, facts: HostFacts, s: dict, llm: LlmPlan) -> LlmPla
     return replace(planned, reasons=planned.reasons + (why,) + planned.server.reasons)
 
 
-def _model_ram_mb(host: str, s: dict, facts: HostFacts) -> tuple[int, str]:
+def check_model(host: str, facts: HostFacts, s: dict, server: str) -> None:
+    """The model the settings name is there, readable, of a format the server loads, and
+    has the sha256 the inventory expects."""
+    key, value = model_setting(s)
+    uploaded = key == "llm_model_path"
+    where = "this controller" if uploaded else "the host"
+    if facts.llm_model_format == ABSENT:
+        raise SettingsError(host, key, value, f"a model that exists on {where}; nothing is "
+                            "there")
+    if facts.llm_model_format == UNREADABLE:
+        raise SettingsError(host, key, value, f"a model readable on {where} by the user "
+                            f"celery-fleet runs as (permission denied)")
+    if not facts.llm_model_format:  # nobody looked: fleet plan without an inventory
+        if facts.llm_model_mb is None and s["llm_model_ram_mb"] is None:
+            raise SettingsError(host, "llm_model_ram_mb", None, "the model's size in MB: a plan "
+                                "without an inventory cannot look at a model on the host")
+        return
+    if uploaded and facts.llm_model_format == DIRECTORY:
+        raise SettingsError(host, key, value, "a GGUF model file (one file is uploaded); a "
+                            "model directory (vLLM's Hugging Face layout) is copied to the "
+                            "hosts first and named in llm_model_host_path")
+    accepted = (GGUF, DIRECTORY) if server == "vllm" and not uploaded else (GGUF,)
+    if facts.llm_model_format not in accepted:
+        raise SettingsError(host, key, value, f"a GGUF model file (it starts with the bytes "
+                            f"GGUF){' or a model directory' if DIRECTORY in accepted else ''} "
+                            f"for {server}; this one is not")
+    expected = s["llm_model_sha256"].lower()
+    if expected and not uploaded:
+        raise SettingsError(host, "llm_model_sha256", s["llm_model_sha256"], "empty with "
+                            "llm_model_host_path (a model already on the host is not uploaded, "
+                            "so not checked); it checks llm_model_path")
+    if expected and facts.llm_model_sha256 != expected:
+        raise SettingsError(host, "llm_model_sha256", s["llm_model_sha256"],
+                            f"the sha256 of llm_model_path ({value}), which is "
+                            f"{facts.llm_model_sha256}: the file changed, or the value is not "
+                            "its")
+
+
+def _model_ram_mb(s: dict, facts: HostFacts) -> tuple[int, str]:
     if s["llm_model_ram_mb"] is not None:
         return s["llm_model_ram_mb"], "llm_model_ram_mb set"
-    if facts.llm_model_mb is not None:
-        return facts.llm_model_mb, "the model file's size"
-    key, value = model_setting(s)
-    where = "this controller" if key == "llm_model_path" else "the host"
-    raise SettingsError(host, key, value, f"a model that exists on {where} (its size sizes the "
-                        "server's memory), or its size in llm_model_ram_mb")
+    return facts.llm_model_mb, "the model file's size"
 
 
 def _llamacpp(host: str, facts: HostFacts, s: dict, llm: LlmPlan, base: dict) -> LlmPlan:
@@ -156,8 +197,8 @@ def _llamacpp(host: str, facts: HostFacts, s: dict, llm: LlmPlan, base: dict) ->
                             f"lacks {', '.join(missing)}, which the llama.cpp build needs "
                             "(x86-64-v3, layout.LLAMACPP_CMAKE_ARGS): run your own server")
     slots, threads = llm.concurrency, llm.threads
-    kv = s["llm_kv_cache_per_task_mb"]
-    model_mb, size_from = _model_ram_mb(host, s, facts)
+    kv, kv_from = kv_cache_mb(facts, s)
+    model_mb, size_from = _model_ram_mb(s, facts)
     # the weights are mmap'ed: N servers of one model share them in the page cache
     need = model_mb + slots * (kv + LLAMACPP_OVERHEAD_MB)
     room = int(facts.ram_mb * SERVER_RAM_SHARE)
@@ -165,15 +206,15 @@ def _llamacpp(host: str, facts: HostFacts, s: dict, llm: LlmPlan, base: dict) ->
         key = "llm_model_ram_mb" if s["llm_model_ram_mb"] is not None else model_setting(s)[0]
         raise SettingsError(host, key, s[key], (
             f"a model that fits this host's RAM: {model_mb} MB of weights ({size_from}) + "
-            f"{slots} x ({kv} MB KV cache + {LLAMACPP_OVERHEAD_MB} MB server) = {need} MB, "
-            f"more than {SERVER_RAM_SHARE:.0%} of its {facts.ram_mb} MB ({room} MB); use a "
-            "smaller or more quantized model, fewer generations at once (llm_concurrency) or a "
-            "smaller llm_kv_cache_per_task_mb"))
+            f"{slots} x ({kv} MB KV cache ({kv_from}) + {LLAMACPP_OVERHEAD_MB} MB server) = "
+            f"{need} MB, more than {SERVER_RAM_SHARE:.0%} of its {facts.ram_mb} MB ({room} MB); "
+            "use a smaller or more quantized model, fewer generations at once "
+            "(llm_concurrency) or a shorter llm_context_size"))
     names = ["cpu"] if slots == 1 else [f"cpu{i}" for i in range(slots)]
     port = s["llm_server_port"]
     servers = tuple(ServerInstance(name, port + i, threads, 1) for i, name in enumerate(names))
-    reasons = [f"llama.cpp server: {model_mb} MB of weights ({size_from}), {threads} "
-               f"thread(s), context {s['llm_context_size']}, one generation at a time"]
+    reasons = [f"llama.cpp server: {model_mb} MB of weights ({size_from}), {kv} MB of "
+               f"{kv_from}, {threads} thread(s), one generation at a time"]
     if slots > 1:
         reasons.append(f"llama-cpp-python's server answers one request at a time: {slots} "
                        f"servers of {threads} thread(s), one LLM worker (concurrency 1) each")
@@ -186,25 +227,27 @@ def _llamacpp(host: str, facts: HostFacts, s: dict, llm: LlmPlan, base: dict) ->
 
 
 def _gpu_memory_utilization(vram_mb: int, model_vram_mb: int, slots: int, kv: int) -> float:
-    """The VRAM share vLLM may take: the weights and the planned generations' KV caches, in
-    hundredths, rounded up, never above what the plan counts usable."""
-    share = math.ceil((model_vram_mb + slots * kv) / vram_mb * 100) / 100
-    return min(share, GPU_VRAM_USABLE_SHARE)
+    """The VRAM share vLLM may take: the weights, the planned generations' KV caches and its
+    runtime, in hundredths, rounded up, never above what the plan counts usable."""
+    need = model_vram_mb + slots * kv + GPU_SERVER_RUNTIME_MB
+    return min(math.ceil(need / vram_mb * 100) / 100, GPU_VRAM_USABLE_SHARE)
 
 
 def _vllm(host: str, facts: HostFacts, s: dict, llm: LlmPlan, base: dict) -> LlmPlan:
     vram = {g.index: g.vram_mb for g in facts.gpus}
-    kv, port = s["llm_kv_cache_per_task_mb"], s["llm_server_port"]
-    servers = tuple(
-        ServerInstance(i.name, port + i.gpu_index, i.threads, i.concurrency, i.gpu_index,
-                       _gpu_memory_utilization(vram[i.gpu_index], s["llm_model_vram_mb"],
-                                               i.concurrency, kv))
-        for i in llm.gpu_instances)
-    model_mb, size_from = _model_ram_mb(host, s, facts)
+    (kv, kv_from), port = kv_cache_mb(facts, s), s["llm_server_port"]
+    weights = s["llm_model_vram_mb"]
+    servers = []
+    for i in llm.gpu_instances:
+        share = _gpu_memory_utilization(vram[i.gpu_index], weights, i.concurrency, kv)
+        servers.append(ServerInstance(i.name, port + i.gpu_index, i.threads, i.concurrency,
+                                      i.gpu_index, share))
+    model_mb, size_from = _model_ram_mb(s, facts)
     reasons = tuple(f"vLLM on GPU {i.gpu_index}: {i.slots} at once (--max-num-seqs), "
-                    f"{i.gpu_memory_utilization:.0%} of its VRAM (weights "
-                    f"{s['llm_model_vram_mb']} MB + {i.slots} x {kv} MB)" for i in servers)
+                    f"{i.gpu_memory_utilization:.0%} of its VRAM (weights {weights} MB + "
+                    f"{i.slots} x {kv} MB KV cache ({kv_from}) + {GPU_SERVER_RUNTIME_MB} MB "
+                    "runtime)" for i in servers)
     server = InferencePlan(**base, source=s["llm_server_source"] or layout.VLLM_REQUIREMENT,
                            model_ram_mb=model_mb, memory_max_mb=model_mb + VLLM_OVERHEAD_MB,
-                           instances=servers, reasons=reasons)
+                           instances=tuple(servers), reasons=reasons)
     return replace(llm, server=server)

@@ -194,9 +194,11 @@ LLAMACPP_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FM
                        "-DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_BUILD_TESTS=OFF "
                        "-DLLAMA_BUILD_EXAMPLES=OFF")
 LLAMACPP_CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "bmi2")
-# where it is cached on the controller: outside the project, so every checkout shares it
-SERVER_WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) \
-    / "celery-fleet" / "server-wheels"
+# the controller's caches: outside the project, so every checkout shares them. The server's
+# wheel, by requirement and flags; the models' sha256, by path, size and mtime
+CONTROLLER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "celery-fleet"
+SERVER_WHEEL_CACHE = CONTROLLER_CACHE / "server-wheels"
+MODEL_DIGEST_CACHE = CONTROLLER_CACHE / "model-sha256"
 
 # ---- Redis --------------------------------------------------------------------------------
 # Commands neither Celery, kombu nor the application send, that wipe, reconfigure, stop or

@@ -169,9 +169,10 @@ _SETTINGS = [
             "inference threads per task (default: cores / concurrency)"),
     Setting("llm_model_vram_mb", 8192, "a whole number of MB >= 256", _int_at_least(256),
             "VRAM the model's weights take on one GPU"),
-    Setting("llm_kv_cache_per_task_mb", 2048, "a whole number of MB >= 64", _int_at_least(64),
-            "memory one generation at once needs beside the weights (KV cache): VRAM on a GPU, "
-            "RAM for llama.cpp on CPU"),
+    Setting("llm_kv_cache_per_task_mb", None, "a whole number of MB >= 1", _int_at_least(1),
+            "memory one generation of llm_context_size tokens needs beside the weights (KV "
+            "cache): VRAM on a GPU, RAM for llama.cpp on CPU (default: from the GGUF model's "
+            "header; else 2048 per 4096 tokens, a 7B model without grouped-query attention)"),
     Setting("llm_memory_max_mb", None, "a whole number of MB >= 256", _int_at_least(256),
             "MemoryMax= of each LLM worker instance (default: 1024, or half the RAM if less; "
             "raise it if your worker app loads the model in-process)"),
@@ -203,7 +204,7 @@ _SETTINGS = [
             "a model already on the host (a GGUF file for llamacpp; a model directory for "
             "vllm): not uploaded"),
     Setting("llm_model_sha256", "", "64 hexadecimal digits, or empty",
-            lambda v: isinstance(v, str) and re.fullmatch(r"([0-9a-f]{64})?", v) is not None,
+            lambda v: isinstance(v, str) and re.fullmatch(r"([0-9a-fA-F]{64})?", v) is not None,
             "the sha256 llm_model_path must have (checked on the controller before any change, "
             "and on each host after the upload; default: the file's own)"),
     Setting("llm_model_ram_mb", None, "a whole number of MB >= 1", _int_at_least(1),

@@ -8,7 +8,7 @@ project's machine kind with real `celery worker` processes (../shared/SIZING.md,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from typing import TYPE_CHECKING
 
@@ -174,6 +174,17 @@ LLM_GPU_CONCURRENCY_MAX = 4
 # Share of a GPU's VRAM usable by weights + KV cache (the CUDA context and allocator
 # fragmentation take the rest; vLLM's default gpu_memory_utilization is 0.9 for this reason).
 GPU_VRAM_USABLE_SHARE = 0.9
+# VRAM an inference server takes beside the weights and the KV caches: the activations of a
+# forward pass over a batch, the CUDA graphs it captures, the CUDA context. vLLM counts them
+# inside its --gpu-memory-utilization and sizes the KV cache from what is left; it refuses
+# to start when one --max-model-len sequence does not fit ("No available memory for the
+# cache blocks": vllm-project/vllm#2248, #5274).
+GPU_SERVER_RUNTIME_MB = 2048
+# KV cache of one generation of 4096 tokens where the model's header does not say (a model on
+# the host, a directory): a 7B model without grouped-query attention (Llama 2 7B: 32 layers x
+# 32 heads x 128 x (key + value) x 2 bytes = 0.5 MB a token), the largest common 7B figure.
+# Llama 3 8B (8 KV heads) takes a quarter of it. Scaled by llm_context_size.
+KV_CACHE_MB_PER_4096_TOKENS = 2048
 
 # The reference worker app holds no model (it calls the inference server on the host): a
 # prefork LLM worker with its child takes ~150 MB (SIZING.md: prefork 2, 153 MB), threads ~65.
@@ -222,9 +233,12 @@ class HostFacts:
     cores: int
     gpus: tuple[Gpu, ...] = ()
     gpu_problem: str = ""  # why GPUs could not be detected (nvidia-smi failed), if so
-    # the size of the model file the inference server loads (llm_model_path on the
-    # controller, or llm_model_host_path on the host), measured by the shell; None: no model
+    # the model the inference server loads (llm_model_path on the controller, or
+    # llm_model_host_path on the host), as the shell found it. Size: None where there is none
     llm_model_mb: int | None = None
+    llm_model_format: str = ""  # gguf, directory, other, unreadable (model_file); "" unknown
+    llm_model_kv_bytes_per_token: int | None = None  # from its GGUF header, where read
+    llm_model_sha256: str = ""  # of the file uploaded from the controller
     arch: str = ""  # uname -m; "" where not read
     cpu_flags: tuple[str, ...] = ()  # of /proc/cpuinfo; () where not read
 
@@ -318,11 +332,11 @@ def apply_fact_overrides(detected: HostFacts, settings: dict) -> HostFacts:
     if settings["gpus"] is not None:
         gpus = tuple(Gpu(i, vram) for i, vram in enumerate(settings["gpus"]))
         problem = ""
-    return HostFacts(
+    return replace(
+        detected,
         ram_mb=settings["ram_mb"] if settings["ram_mb"] is not None else detected.ram_mb,
         cores=settings["cores"] if settings["cores"] is not None else detected.cores,
-        gpus=gpus, gpu_problem=problem, llm_model_mb=detected.llm_model_mb,
-        arch=detected.arch, cpu_flags=detected.cpu_flags)
+        gpus=gpus, gpu_problem=problem)
 
 
 # ---- the rules ----------------------------------------------------------------------------
@@ -468,10 +482,29 @@ def plan_embedding(facts: HostFacts, s: dict, embedding_hosts: int = 1) -> Embed
                          s["embedding_max_tasks_per_child"], tuple(reasons))
 
 
-def _generations_that_fit(gpu: Gpu, s: dict) -> int:
+def kv_cache_mb(facts: HostFacts, s: dict) -> tuple[int, str]:
+    """(MB, why) of the KV cache one generation of llm_context_size tokens takes: the
+    inventory's llm_kv_cache_per_task_mb; else from the model's GGUF header (llama.cpp
+    allocates the whole context's cache when it starts: without this, a longer context
+    would outgrow the server's MemoryMax); else KV_CACHE_MB_PER_4096_TOKENS scaled."""
+    if s["llm_kv_cache_per_task_mb"] is not None:
+        return s["llm_kv_cache_per_task_mb"], "llm_kv_cache_per_task_mb set"
+    context = s["llm_context_size"]
+    if facts.llm_model_kv_bytes_per_token:
+        mb = math.ceil(facts.llm_model_kv_bytes_per_token * context / 2**20)
+        return mb, (f"KV cache of {context} tokens from the model's GGUF header "
+                    f"({facts.llm_model_kv_bytes_per_token} bytes a token)")
+    mb = math.ceil(KV_CACHE_MB_PER_4096_TOKENS * context / 4096)
+    return mb, (f"KV cache of {context} tokens at {KV_CACHE_MB_PER_4096_TOKENS} MB per 4096 "
+                "(a 7B model without grouped-query attention; set llm_kv_cache_per_task_mb "
+                "for yours)")
+
+
+def _generations_that_fit(gpu: Gpu, s: dict, kv_mb: int) -> int:
     """Generations whose KV cache fits beside the weights: 0 when the model does not fit."""
-    free = gpu.vram_mb * GPU_VRAM_USABLE_SHARE - s["llm_model_vram_mb"]
-    return int(free // s["llm_kv_cache_per_task_mb"]) if free > 0 else 0
+    free = (gpu.vram_mb * GPU_VRAM_USABLE_SHARE - s["llm_model_vram_mb"]
+            - GPU_SERVER_RUNTIME_MB)
+    return int(free // kv_mb) if free > 0 else 0
 
 
 def _gpu_concurrency(fits: int) -> int:
@@ -483,8 +516,9 @@ def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
     warnings: list[str] = []
     reasons: list[str] = []
     usable = []
+    kv_mb, _ = kv_cache_mb(facts, s)
     for gpu in facts.gpus:
-        fits = _generations_that_fit(gpu, s)
+        fits = _generations_that_fit(gpu, s, kv_mb)
         if fits == 0:
             warnings.append(f"GPU {gpu.index} ({gpu.vram_mb} MB) cannot hold the model "
                             f"({s['llm_model_vram_mb']} MB) and one generation: not used")
@@ -508,8 +542,9 @@ def plan_llm(host: str, facts: HostFacts, s: dict) -> tuple[LlmPlan, list[str]]:
             instances.append(LlmInstance(f"gpu{gpu.index}", gpu.index, concurrency, threads))
             reasons.append(
                 f"GPU {gpu.index}: {gpu.vram_mb} MB x {GPU_VRAM_USABLE_SHARE} - model "
-                f"{s['llm_model_vram_mb']} MB leaves room for {fits} x "
-                f"{s['llm_kv_cache_per_task_mb']} MB generations -> {concurrency} at once "
+                f"{s['llm_model_vram_mb']} MB - runtime {GPU_SERVER_RUNTIME_MB} MB leaves room "
+                f"for {fits} x "
+                f"{kv_mb} MB generations -> {concurrency} at once "
                 f"({LLM_GPU_CONCURRENCY_MIN}-{LLM_GPU_CONCURRENCY_MAX} by design)")
         reasons.append(f"one worker per GPU, pinned with CUDA_VISIBLE_DEVICES; pool {pool}")
         if s["llm_concurrency"]:

@@ -16,11 +16,20 @@ import tempfile
 import threading
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from pyinfra.api.exceptions import PyinfraError
+
 BUILD_DIR = Path(".fleet-build")
 IGNORED_PARTS = {"__pycache__", ".git", "build", "dist", ".venv"}
 # pyinfra prepares hosts in parallel (gevent patches threading): one build at a time, or two
 # `pip wheel` runs collide in the source's build/ directory
 _BUILDING = threading.Lock()
+# what compiling llama-cpp-python takes on the controller (its CMake build of llama.cpp)
+COMPILE_TOOLS = ("g++", "cmake")
+
+
+class BuildError(PyinfraError):
+    """A wheel could not be built on the controller (pyinfra shows its message, no trace)."""
 
 
 def source_digest(source: Path) -> str:
@@ -46,11 +55,21 @@ def requirement_wheel_dir(requirement: str, cmake_args: str, build_dir: Path) ->
     return build_dir / hashlib.sha256(f"{requirement}\0{cmake_args}".encode()).hexdigest()[:16]
 
 
+def missing_compile_tools(requirement: str, cmake_args: str, build_dir: Path) -> list[str]:
+    """The tools a build of this requirement lacks on this controller; none where its wheel
+    is cached already."""
+    if any(requirement_wheel_dir(requirement, cmake_args, build_dir).glob("*.whl")):
+        return []
+    return [tool for tool in COMPILE_TOOLS if shutil.which(tool) is None]
+
+
 def build_requirement_wheel(requirement: str, cmake_args: str, build_dir: Path) -> Path:
     """The wheel of a pip requirement built from its source package with these CMake
     arguments (llama-cpp-python: roles/llm_server.py), built once for each pair."""
+    # from source: this package only (its build tools come as wheels, as pip fetches them)
+    name = Requirement(requirement).name
     return _built_once(requirement_wheel_dir(requirement, cmake_args, build_dir),
-                       ["--no-binary", ":all:", "--no-cache-dir", requirement],
+                       ["--no-binary", name, "--no-cache-dir", requirement],
                        f"building {requirement} (CMAKE_ARGS={cmake_args})",
                        env=dict(os.environ, CMAKE_ARGS=cmake_args))
 
@@ -68,7 +87,8 @@ def _built_once(out: Path, pip_args: list[str], what: str, env: dict | None = No
                  str(staging), *pip_args], capture_output=True, text=True, env=env)
             built = sorted(staging.glob("*.whl"))
             if result.returncode != 0 or len(built) != 1:
-                raise RuntimeError(f"{what} failed: {result.stderr.strip()[-800:]}")
+                raise BuildError(f"{what} failed on this controller, no host was changed: "
+                                 f"{result.stderr.strip()[-800:]}")
             if not out.exists():
                 staging.rename(out)  # whole, or not at all: another process may race us
             return sorted(out.glob("*.whl"))[0]

@@ -11,7 +11,7 @@ from .embedding_worker import embedding_worker
 from .fake_backend import fake_backend
 from .flower import flower, retire_flower
 from .llm_server import llm_server, retire_llm_server
-from .llm_worker import llm_worker
+from .llm_worker import llm_worker, retire_stale_llm_workers
 from .redis_broker import redis_broker
 from .units import retire_worker, retire_worker_group, worker_group
 from .worker_base import worker_base
@@ -34,6 +34,7 @@ def fleet_host(h: PlannedHost) -> None:
         if "embedding" in h.roles:
             changes += embedding_worker(h, app_changes)
         if "llm" in h.roles:
+            changes += retire_stale_llm_workers(h)  # then servers the plan drops
             changes += llm_server(h)  # before its workers: they call it
             changes += llm_worker(h, app_changes)
         worker_group(h)
@@ -48,4 +49,4 @@ def fleet_host(h: PlannedHost) -> None:
         retire_worker(layout.EMBEDDING_PREFIX)
     if "llm" not in h.roles:
         retire_worker(layout.LLM_PREFIX)
-        retire_llm_server()
+        retire_llm_server(h.settings["install_dir"])

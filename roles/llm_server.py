@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.facts.files import Directory, File, FindDirectories, FindFiles
 from pyinfra.operations import apt, files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
-from celery_fleet import layout, model_file, render
+from celery_fleet import layout, render
 from celery_fleet.fleetplan import PlannedHost
 from celery_fleet.remote import run_command, wait_until_healthy
 from celery_fleet.wheel import build_requirement_wheel, build_wheel, requirement_wheel_dir
@@ -51,21 +52,42 @@ def _server_package(h: PlannedHost) -> str:
 
 
 def _model(h: PlannedHost) -> list:
-    """The model uploaded from the controller, checked on the host by its sha256."""
+    """The model uploaded from the controller into a directory named by its sha256: uploaded
+    beside it, checked on the host, then moved in place. So a file at that path is the whole,
+    checked model (a re-run does not read GBs again to compare), and a new model never
+    overwrites the one a running server has mapped."""
     plan = h.plan.llm.server
     if not plan.upload_from:
         return []
-    files.directory(name=f"Ensure {layout.MODEL_DIR} exists", path=layout.MODEL_DIR,
-                    user="root", group="root", mode="755")
-    # files.put uploads only when the host's copy differs (it compares checksums first)
+    directory = str(PurePosixPath(plan.model_path).parent)
+    files.directory(name=f"Ensure {directory} exists", path=directory, user="root",
+                    group="root", mode="755")
+    if host.get_fact(File, path=plan.model_path):
+        return []
+    partial = f"{plan.model_path}.partial"
     put = files.put(name=f"Upload the model {Path(plan.upload_from).name}",
-                    src=plan.upload_from, dest=plan.model_path, mode="644")
-    digest = h.settings["llm_model_sha256"] or model_file.sha256_of(plan.upload_from)
-    check = server.shell(name="Check the uploaded model's sha256",
-                         commands=[f"printf '%s  %s\\n' {digest} {shlex.quote(plan.model_path)}"
-                                   " | sha256sum --check --strict --quiet"],
-                         _if=put.did_change)
+                    src=plan.upload_from, dest=partial, mode="644")
+    check = server.shell(
+        name="Check the uploaded model's sha256, then move it in place",
+        commands=[f"printf '%s  %s\\n' {plan.model_sha256} {shlex.quote(partial)} | sha256sum "
+                  f"--check --strict --quiet || {{ rm -f {shlex.quote(partial)}; exit 1; }}",
+                  f"mv {shlex.quote(partial)} {shlex.quote(plan.model_path)}"])
     return [put, check]
+
+
+def _remove_other_models(h: PlannedHost) -> None:
+    """Models uploaded before, which no server of the plan loads any more (after the servers
+    restarted: Linux keeps a removed file's pages for a process that still maps it)."""
+    plan = h.plan.llm.server
+    keep = str(PurePosixPath(plan.model_path).parent) if plan and plan.upload_from else None
+    if not host.get_fact(Directory, path=layout.MODEL_DIR):
+        return
+    for path in host.get_fact(FindDirectories, path=layout.MODEL_DIR, maxdepth=1):
+        if path not in (layout.MODEL_DIR, keep):
+            files.directory(name=f"Remove {path} (a model no server loads)", path=path,
+                            present=False)
+    for path in host.get_fact(FindFiles, path=layout.MODEL_DIR, maxdepth=1):
+        files.file(name=f"Remove {path} (a model no server loads)", path=path, present=False)
 
 
 def _verify(h: PlannedHost) -> None:
@@ -101,7 +123,7 @@ def llm_server(h: PlannedHost) -> list:
     """Returns the operations whose change restarts the servers."""
     plan, s = h.plan.llm.server, h.settings
     if plan is None:
-        return retire_llm_server()
+        return retire_llm_server(s["install_dir"])
     user, venv = s["service_user"], layout.llm_server_venv(s["install_dir"])
     if plan.server == "llamacpp":  # ggml's threads are OpenMP's (the wheel links libgomp)
         apt.packages(name="Install the OpenMP runtime llama.cpp uses", packages=["libgomp1"],
@@ -117,21 +139,50 @@ def llm_server(h: PlannedHost) -> list:
                      gpu=plan.server == "vllm")
     reload = systemd.daemon_reload(name="Reload systemd (a unit file changed)",
                                    _if=any_changed(unit, dropin))
-    ops, units = [installed, *model, unit, dropin, reload], []
+    units = [layout.llm_server_unit_name(i.name) for i in plan.instances]
+    # first the servers the plan drops: a new instance may take the port an old one holds
+    # (@cpu's 8080 goes to @cpu0 when one slot becomes two)
+    ops = [*retire_instances(layout.LLM_SERVER_PREFIX, keep=units), installed, *model, unit,
+           dropin, reload]
     for instance in plan.instances:
         env = template(f"Render inference server {instance.name}'s settings (port, threads, "
                        "generations at once, GPU)", layout.llm_server_instance_env(instance.name),
                        src="llm-server@.env.j2", user=user, group=user, mode="600",
                        **render.llm_server_instance_env(h, instance))
-        units.append(layout.llm_server_unit_name(instance.name))
-        ops += [env, *run_instances([units[-1]], changed_by=[installed, *model, unit, dropin,
-                                                              env])]
-    ops += retire_instances(layout.LLM_SERVER_PREFIX, keep=units)
+        ops += [env, *run_instances([layout.llm_server_unit_name(instance.name)],
+                                    changed_by=[installed, *model, unit, dropin, env])]
+    _remove_other_instance_files(keep=[i.name for i in plan.instances])
+    _remove_other_models(h)
     python.call(name="Check each inference server answers with a real completion",
                 function=_verify, h=h, _if=any_changed(*ops))
     return ops
 
 
-@deploy("Retire inference servers this host no longer runs")
-def retire_llm_server() -> list:
-    return retire_instances(layout.LLM_SERVER_PREFIX, keep=[])
+def _remove_other_instance_files(keep: list[str]) -> None:
+    """The settings files of server instances the plan no longer has."""
+    wanted = {layout.llm_server_instance_env(name) for name in keep}
+    for path in host.get_fact(FindFiles, path=layout.CONFIG_DIR, maxdepth=1,
+                              fname=PurePosixPath(layout.llm_server_instance_env("*")).name):
+        if path not in wanted:
+            files.file(name=f"Remove {path} (a server no longer in the plan)", path=path,
+                       present=False)
+
+
+@deploy("Retire the inference server (the plan has none)")
+def retire_llm_server(install_dir: str) -> list:
+    """Its instances stop; its unit, settings, virtualenv (GBs for vLLM), models and caches
+    go. The plan's inventory brings them back (the llama.cpp wheel stays cached on the
+    controller)."""
+    ops = retire_instances(layout.LLM_SERVER_PREFIX, keep=[])
+    removed = [files.file(name=f"Remove {layout.LLM_SERVER_UNIT}",
+                          path=layout.unit_path(layout.LLM_SERVER_UNIT), present=False),
+               files.directory(name=f"Remove {layout.LLM_SERVER_UNIT}'s drop-ins",
+                               path=layout.dropin_dir(layout.LLM_SERVER_UNIT), present=False)]
+    systemd.daemon_reload(name="Reload systemd (the server's unit is gone)",
+                          _if=any_changed(*removed))
+    _remove_other_instance_files(keep=[])
+    for path, what in ((layout.llm_server_venv(install_dir), "the server's virtualenv"),
+                       (layout.MODEL_DIR, "the models uploaded for it"),
+                       (f"/var/cache/{layout.LLM_SERVER_CACHE}", "its caches")):
+        files.directory(name=f"Remove {path} ({what})", path=path, present=False)
+    return ops

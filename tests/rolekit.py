@@ -204,6 +204,9 @@ def facts_of(w: World) -> dict:
         "files.FindFiles": lambda path, maxdepth=None, fname=None, **_: sorted(
             f for f in w.files if posixpath.dirname(f) == path.rstrip("/")
             and fnmatch.fnmatch(posixpath.basename(f), fname or "*")),
+        # maxdepth 1, as the roles ask: the directory itself and the ones right below it
+        "files.FindDirectories": lambda path, maxdepth=None, **_: sorted(
+            d for d in w.dirs if d == path or posixpath.dirname(d) == path.rstrip("/")),
     }
 
 
@@ -271,6 +274,8 @@ def _apply(w: World, operation: str, a: dict, commands: tuple) -> None:
             if wanted is not None:
                 on.add(name) if wanted else on.discard(name)
     for command in (c for c in commands if isinstance(c, str)):  # shell: files it writes
+        if m := re.fullmatch(r"mv (\S+) (\S+)", command):
+            w.files[m.group(2)] = w.files.pop(m.group(1))
         if m := re.fullmatch(r"touch (\S+)", command):
             w.put(m.group(1), w.files.get(m.group(1), {}).get("data", b""))
         for text, path in re.findall(r"echo (\S+) > (\S+)$", command):

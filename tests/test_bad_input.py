@@ -113,6 +113,13 @@ def test_missing_controller_files_are_refused(tmp_path):
     assert "this one does not exist" in found[0]
     assert "worker_app_source=" in found[1] and "a directory with a pyproject.toml" in found[1]
     assert controller({"worker_app_source": "mycompany-workers==1.2"}) == []
+    # the inference server's source: a directory without a project is no pip requirement
+    bare = tmp_path / "vllm-checkout"
+    bare.mkdir()
+    found = controller({"llm_server_source": str(bare)})
+    assert len(found) == 1 and "llm_server_source=" in found[0]
+    assert "such as vllm==0.11.0" in found[0]
+    assert controller({"llm_server_source": "vllm==0.11.0"}) == []
 
 
 def test_all_problems_of_a_host_are_reported_together():

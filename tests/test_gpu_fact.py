@@ -46,8 +46,12 @@ def test_eight_gpus_plan_eight_pinned_instances():
 
 def test_mixed_gpus_each_get_their_own_concurrency():
     gpus, _ = gpus_of(fixture("mixed-4090-3060.txt"))
-    plan, _ = plan_llm("h", HostFacts(65536, 16, gpus), DEFAULTS)
+    # a 6 GB model: the 4090 (24 GB) holds 4 generations, the 3060 (12 GB) one beside the
+    # server's runtime; the default 8 GB model leaves the 3060 no room for one
+    plan, _ = plan_llm("h", HostFacts(65536, 16, gpus), {**DEFAULTS, "llm_model_vram_mb": 6000})
     assert [(i.name, i.concurrency) for i in plan.instances] == [("gpu0", 4), ("gpu1", 1)]
+    plan, warnings = plan_llm("h", HostFacts(65536, 16, gpus), DEFAULTS)
+    assert [i.name for i in plan.instances] == ["gpu0"] and "GPU 1" in warnings[0]
 
 
 @pytest.mark.parametrize("name, problem", [

@@ -10,7 +10,7 @@ import pytest
 
 from celery_fleet import layout, render
 from celery_fleet.sizing import ALL_ROLES
-from hosts import planned_host
+from hosts import MODEL_SHA256, planned_host
 from rolekit import FRESH, NOW, UnknownFact, World, converged, facts_of, run_role
 from roles.embedding_worker import embedding_worker
 from roles.host import fleet_host
@@ -65,11 +65,15 @@ FIXTURES = {
     "llama.cpp host": (LLAMACPP_HOST, WORKER_BASE_FILES | LLM_FILES | SERVER_FILES | {
         layout.llm_instance_env("cpu0"), layout.llm_instance_env("cpu1"),
         layout.llm_server_instance_env("cpu0"), layout.llm_server_instance_env("cpu1"),
-        f"{layout.MODEL_DIR}/model.gguf"}),
+        f"{layout.MODEL_DIR}/{MODEL_SHA256[:16]}/model.gguf.partial"}),
     "vLLM host": (VLLM_HOST, WORKER_BASE_FILES | LLM_FILES | SERVER_FILES | {
         layout.llm_instance_env("gpu0"), layout.llm_instance_env("gpu1"),
         layout.llm_server_instance_env("gpu0"), layout.llm_server_instance_env("gpu1")}),
 }
+
+
+MODEL_UPLOAD = ("Upload the model model.gguf",
+                "Check the uploaded model's sha256, then move it in place")
 
 
 def changing(ops) -> list[str]:
@@ -103,7 +107,9 @@ def test_a_fresh_host_gets_exactly_the_files_of_its_roles(first_runs, name):
 def test_a_second_run_on_the_host_the_first_left_changes_nothing(first_runs, name):
     h, _ = FIXTURES[name]
     again = run_role(fleet_host, h, facts=converged(first_runs[name]))
-    assert [op.name for op in again] == [op.name for op in first_runs[name]]
+    # a model at its sha256's path was checked when it came: it is not read again
+    assert [op.name for op in again] == [op.name for op in first_runs[name]
+                                         if op.name not in MODEL_UPLOAD]
     assert changing(again) == []
 
 
@@ -247,7 +253,8 @@ def test_each_llm_worker_instance_calls_its_own_inference_server(first_runs):
     assert server_unit == render.render(f"{layout.LLM_SERVER_UNIT}.j2",
                                         render.llm_server_unit(LLAMACPP_HOST))
     assert (f"ExecStart={SERVER_VENV}/bin/python -m llama_cpp.server --model "
-            f'"{layout.MODEL_DIR}/model.gguf" --model_alias "default" --host 127.0.0.1 --port '
+            f'"{layout.MODEL_DIR}/{MODEL_SHA256[:16]}/model.gguf" --model_alias "default" '
+            "--host 127.0.0.1 --port "
             "${FLEET_SERVER_PORT} --n_threads ${FLEET_SERVER_THREADS} --n_threads_batch "
             "${FLEET_SERVER_THREADS} --n_ctx 4096\n") in server_unit
     for index in (0, 1):
@@ -261,8 +268,12 @@ def test_each_llm_worker_instance_calls_its_own_inference_server(first_runs):
     assert "\nWants=celery-fleet-llm-server@%i.service\nAfter=celery-fleet-llm-server@%i" \
         in worker_unit
     ops = {op.name: op for op in first_runs["llama.cpp host"]}
-    check = ops["Check the uploaded model's sha256"]
-    assert check.conditional and check.changes  # only after an upload, which this was
+    # uploaded beside its place, checked, then moved in: a file at the path is a whole model
+    assert ops["Upload the model model.gguf"].arguments["dest"].endswith("model.gguf.partial")
+    assert (f"printf '%s  %s\\n' {MODEL_SHA256} {layout.MODEL_DIR}/{MODEL_SHA256[:16]}/model.gguf"
+            ".partial | sha256sum --check --strict --quiet") in ops[MODEL_UPLOAD[1]].commands[0]
+    # ready means answering: the unit waits for /v1/models (render's ExecStartPost)
+    assert f"ExecStartPost=/bin/sh -c 'until {SERVER_VENV}/bin/python" in server_unit
     assert ops["Check each inference server answers with a real completion"].changes
 
     files = uploads(first_runs["vLLM host"])
@@ -276,9 +287,9 @@ def test_each_llm_worker_instance_calls_its_own_inference_server(first_runs):
         f"{UNITS}/{layout.LLM_SERVER_UNIT}.d/hardening.conf"][0]
     for index in (0, 1):
         env = files[layout.llm_server_instance_env(f"gpu{index}")][0]
-        # 24 GB: 8192 MB of weights + 4 x 2048 MB of KV cache = 67 % of its VRAM
+        # 24 GB: 8192 MB of weights + 4 x 2048 MB of KV cache + 2048 MB runtime = 75 %
         assert f"CUDA_VISIBLE_DEVICES={index}\n" in env and "FLEET_SERVER_SLOTS=4\n" in env
-        assert "FLEET_GPU_MEMORY_UTILIZATION=0.67\n" in env
+        assert "FLEET_GPU_MEMORY_UTILIZATION=0.75\n" in env
         assert f"FLEET_SERVER_PORT={8080 + index}\n" in env
         assert (f'LLM_API_URL="http://127.0.0.1:{8080 + index}/v1"'
                 in files[layout.llm_instance_env(f"gpu{index}")][0])
@@ -287,10 +298,36 @@ def test_each_llm_worker_instance_calls_its_own_inference_server(first_runs):
 def test_a_host_whose_plan_drops_its_server_stops_it_and_keeps_its_workers(first_runs):
     was = converged(first_runs["llama.cpp host"])
     now = planned_host(8192, 4, roles=("llm",), name="cpu-llm", data={"llm_concurrency": 2})
-    stopped = [name for name in changing(run_role(fleet_host, now, facts=was))
-               if name.startswith("Stop and disable")]
-    assert stopped == ["Stop and disable celery-fleet-llm-server@cpu0.service (no longer in "
-                       "the plan)", "Stop and disable celery-fleet-llm-server@cpu1.service (no "
-                       "longer in the plan)", "Stop and disable celery-llm-worker@cpu0.service "
-                       "(no longer in the plan)", "Stop and disable celery-llm-worker@cpu1."
+    changed = changing(run_role(fleet_host, now, facts=was))
+    stopped = [name for name in changed if name.startswith("Stop and disable")]
+    # the workers first (a warm shutdown: a running generation still has its server)
+    assert stopped == ["Stop and disable celery-llm-worker@cpu0.service (no longer in the "
+                       "plan)", "Stop and disable celery-llm-worker@cpu1.service (no longer in "
+                       "the plan)", "Stop and disable celery-fleet-llm-server@cpu0.service (no "
+                       "longer in the plan)", "Stop and disable celery-fleet-llm-server@cpu1."
                        "service (no longer in the plan)"]
+    # and what the server had goes: unit, settings, virtualenv, models (GBs)
+    removed = [name for name in changed if name.startswith("Remove")]
+    assert removed == [
+        f"Remove {layout.LLM_SERVER_UNIT}", f"Remove {layout.LLM_SERVER_UNIT}'s drop-ins",
+        f"Remove {layout.llm_server_instance_env('cpu0')} (a server no longer in the plan)",
+        f"Remove {layout.llm_server_instance_env('cpu1')} (a server no longer in the plan)",
+        f"Remove {SERVER_VENV} (the server's virtualenv)",
+        f"Remove {layout.MODEL_DIR} (the models uploaded for it)"]
+
+
+def test_one_slot_becoming_two_frees_the_port_before_the_new_servers_start():
+    """@cpu holds port 8080, which @cpu0 takes: the old worker stops first (warm shutdown,
+    its server still answers), then the old server, then the new servers start."""
+    one = replace(LLAMACPP_HOST, plan=planned_host(
+        8192, 4, roles=("llm",), name="cpu-llm", model_mb=1,
+        data={"llm_model_path": str(MODEL), "llm_server_source": FAKE_SERVER}).plan)
+    was = converged(run_role(fleet_host, one))
+    order = changing(run_role(fleet_host, LLAMACPP_HOST, facts=was))
+    stop_worker, stop_server, start_new = (order.index(name) for name in (
+        "Stop and disable celery-llm-worker@cpu.service (no longer in the plan)",
+        "Stop and disable celery-fleet-llm-server@cpu.service (no longer in the plan)",
+        "Restart celery-fleet-llm-server@cpu0.service (its files changed), one host at a time"))
+    assert stop_worker < stop_server < start_new
+    assert f"Remove {layout.llm_server_instance_env('cpu')} (a server no longer in the plan)" \
+        in order

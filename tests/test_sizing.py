@@ -158,9 +158,10 @@ LLM_TABLE = [
     (facts(4, 1), ("cpu", "prefork", 1, 1, 1)),
     (facts(16, 8), ("cpu", "prefork", 1, 1, 8)),
     (facts(1024, 128), ("cpu", "prefork", 1, 1, 128)),
-    (facts(16, 2, 1, 24), ("gpu", "threads", 4, 1, 2)),   # 24 GB: 21.6 - 8 = 13.6 GB -> 6 fit
-    (facts(32, 8, 1, 16), ("gpu", "threads", 3, 1, 8)),   # 16 GB: 14.4 - 8 = 6.4 GB -> 3
-    (facts(32, 8, 1, 12), ("gpu", "threads", 1, 1, 8)),   # 12 GB: 10.8 - 8 = 2.8 GB -> 1
+    # VRAM x 0.9 - 8 GB model - 2 GB server runtime, in 2 GB generations (4096 tokens)
+    (facts(16, 2, 1, 24), ("gpu", "threads", 4, 1, 2)),   # 24 GB: 21.6 - 10 = 11.6 GB -> 5 fit
+    (facts(32, 8, 1, 16), ("gpu", "threads", 2, 1, 8)),   # 16 GB: 14.4 - 10 = 4.4 GB -> 2
+    (facts(32, 8, 1, 14), ("gpu", "threads", 1, 1, 8)),   # 14 GB: 12.6 - 10 = 2.6 GB -> 1
     (facts(256, 64, 2, 24), ("gpu", "threads", 4, 2, 32)),
     (facts(1024, 128, 8, 80), ("gpu", "threads", 4, 8, 16)),
 ]
@@ -181,15 +182,21 @@ def test_each_gpu_gets_its_own_pinned_instance():
 
 
 def test_a_bigger_model_leaves_fewer_generations_per_gpu():
-    s = dict(DEFAULTS, llm_model_vram_mb=16 * GB)
-    plan, _ = plan_llm("h", facts(64, 8, 1, 24), s)  # 21.6 - 16 = 5.6 GB -> 2
+    s = dict(DEFAULTS, llm_model_vram_mb=14 * GB)
+    plan, _ = plan_llm("h", facts(64, 8, 1, 24), s)  # 21.6 - 14 - 2 = 5.6 GB -> 2
     assert plan.concurrency == 2
+    # a longer context: each generation's KV cache doubles, one fits
+    plan, _ = plan_llm("h", facts(64, 8, 1, 24), dict(s, llm_context_size=8192))
+    assert plan.concurrency == 1
 
 
 def test_gpus_too_small_for_the_model_fall_back_to_cpu_with_a_warning():
     plan, warnings = plan_llm("h", facts(32, 8, 2, 8), dict(DEFAULTS))  # 7.2 GB < 8 GB model
     assert plan.device == "cpu" and plan.concurrency == 1
     assert len(warnings) == 2 and "cannot hold the model" in warnings[0]
+    # 12 GB: 10.8 - 8 GB model - 2 GB runtime leaves less than one 2 GB generation
+    plan, warnings = plan_llm("h", facts(32, 8, 1, 12), dict(DEFAULTS))
+    assert plan.device == "cpu" and "GPU 0 (12288 MB) cannot hold" in warnings[0]
 
 
 def test_a_failed_gpu_detection_gives_a_cpu_plan_and_a_warning():
