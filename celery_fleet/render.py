@@ -227,10 +227,18 @@ def llm_server_instance_env(h: PlannedHost, instance) -> dict:
 
 
 def worker_group(h: PlannedHost) -> dict:
+    """The workers, and the inference servers they call: shown by `systemctl status
+    celery-worker` (worker-states), started with it; not PartOf= it (a restart of the workers
+    does not reload the models)."""
     workers = layout.planned_workers(h.plan)
-    return {"units": " ".join(w.unit for w in workers), "script": layout.WORKER_STATES,
-            "summary": ", ".join(f"{w.unit.removesuffix('.service')} {w.pool} x{w.concurrency}"
-                                 for w in workers)}
+    server = h.plan.llm.server if h.plan.llm else None
+    servers = [layout.llm_server_unit_name(i.name) for i in server.instances] if server else []
+    summary = ", ".join(f"{w.unit.removesuffix('.service')} {w.pool} x{w.concurrency}"
+                        for w in workers)
+    if server:
+        summary += f"; {server.server} server(s) {', '.join(i.name for i in server.instances)}"
+    return {"units": " ".join([w.unit for w in workers] + servers),
+            "script": layout.WORKER_STATES, "summary": summary}
 
 
 def hardening(unit: str, gpu: bool) -> dict:

@@ -196,10 +196,19 @@ def llm_report(host: str, plan, settings: dict, journal: JournalSummary, window_
              f", p50 {p50:.2f} s, busy {busy:.0%}; "
              + (f"tasks waited in {', '.join(waiting)} the whole window" if waiting
                 else "the queue emptied")]
-    if llm.device == "cpu" and llm.concurrency > 1:
-        lines.append(f"{host}: {llm.concurrency} generations at once on CPU: one at a time with "
-                     "every core finished sooner on every machine measured (docs/BENCHMARKS.md);"
-                     " try llm_concurrency=1 and compare with fleet tune")
+    cores = plan.facts.cores
+    if llm.device == "cpu" and slots > 1 and slots * llm.threads > cores:
+        lines.append(f"{host}: {slots} generations at once x {llm.threads} thread(s) on "
+                     f"{cores} cores: threads past the cores made every generation 1.7-7x "
+                     "slower (docs/BENCHMARKS.md, Real inference); try llm_threads="
+                     f"{max(1, cores // slots)} or llm_concurrency=1, and compare with fleet "
+                     "tune")
+    elif llm.device == "cpu" and slots > 1:
+        lines.append(f"{host}: {slots} generations at once of {llm.threads} thread(s): more "
+                     "generations a second than one at a time with every core, each one slower "
+                     "(measured 1.32/s vs 0.83/s, first answer 1.4 s vs 1.0 s: "
+                     "docs/BENCHMARKS.md, Real inference); llm_concurrency=1 if each answer's "
+                     "latency matters more than the queue's")
     elif waiting and busy >= LLM_BUSY_SHARE:
         if llm.device == "cpu":
             lines.append(f"{host}: busy the whole window with work waiting: CPU inference "

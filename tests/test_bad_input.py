@@ -171,3 +171,27 @@ def test_every_default_plan_fits_its_memory_and_file_limits(pool):
     for ram_mb in (512, 1024, 2048, 4096, 8192, 16384, 65536, 262144):
         for cores in (1, 2, 4, 8, 16, 64):
             plan_host("h", HostFacts(ram_mb, cores), {"embedding_pool": pool}, ("embedding",))
+
+
+def test_a_controller_without_a_compiler_is_told_before_any_host_changes(tmp_path, monkeypatch):
+    """llama.cpp is compiled on the controller the first time a plan has it: without g++ or
+    cmake that would fail mid-deploy; the plan names the host, the setting and the fix."""
+    from celery_fleet import layout, wheel
+    from celery_fleet.fleet import build_problems
+    from hosts import planned_host
+
+    h = planned_host(8192, 4, roles=("llm",), name="cpu-1", model_mb=100,
+                     data={"llm_model_path": "/models/m.gguf"})
+    monkeypatch.setattr(layout, "SERVER_WHEEL_CACHE", tmp_path)
+    monkeypatch.setattr(wheel.shutil, "which", lambda tool: None if tool == "cmake" else tool)
+    assert build_problems({"cpu-1": h}) == [
+        "host 'cpu-1': inference_server='llamacpp' is not accepted: cmake on this controller, "
+        f"which compiles {layout.LLAMACPP_REQUIREMENT} once for every host (apt-get install "
+        "cmake); or none, with your own server at llm_api_url"]
+    # once built (cached), nothing is compiled again: nothing is needed
+    cached = wheel.requirement_wheel_dir(layout.LLAMACPP_REQUIREMENT,
+                                         layout.LLAMACPP_CMAKE_ARGS, tmp_path)
+    cached.mkdir(parents=True)
+    (cached / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl").write_bytes(b"")
+    assert build_problems({"cpu-1": h}) == []
+    assert build_problems({"web": planned_host(roles=("embedding",), name="web")}) == []

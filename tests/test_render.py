@@ -293,6 +293,12 @@ def test_the_workers_of_a_host_are_one_service_that_passes_verify(unit_root):
     (unit_root / layout.WORKER_GROUP_UNIT).write_text(group.replace(layout.WORKER_STATES,
                                                                     str(worker_states)))
     assert verify(unit_root / layout.WORKER_GROUP_UNIT) == ""
+    # the inference servers the workers call are shown and started with them
+    served = _server_host(unit_root, "llamacpp")
+    group = render.render(f"{layout.WORKER_GROUP_UNIT}.j2", render.worker_group(served))
+    assert ("Wants=celery-llm-worker@cpu.service celery-fleet-llm-server@cpu.service\n"
+            in group)
+    assert "celery-llm-worker@cpu prefork x1; llamacpp server(s) cpu\n" in group
 
 
 def _server_host(unit_root, server: str):

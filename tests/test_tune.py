@@ -148,9 +148,18 @@ def test_llm_report_on_cpu(runtimes, waiting, expected):
 
 
 def test_llm_report_names_more_than_one_generation_at_once_on_cpu():
-    plan = llm_plan(data={"llm_concurrency": 2})
+    # cores split between them (with llama.cpp servers: one instance of 1 each)
+    for data in ({"llm_concurrency": 2}, {"llm_concurrency": 2, "llm_model_ram_mb": 500,
+                                          "llm_model_host_path": "/srv/m.gguf"}):
+        plan = llm_plan(data=data)
+        lines = tune.llm_report("h", plan, plan_settings(), journal([4.0] * 10), 60, {}, {})
+        assert "on 2 slot(s)" in lines[0]
+        assert "2 generations at once of 4 thread(s): more generations a second" in lines[1]
+    # more threads than cores: every generation slower
+    plan = llm_plan(data={"llm_concurrency": 2, "llm_threads": 8})
     lines = tune.llm_report("h", plan, plan_settings(), journal([4.0] * 10), 60, {}, {})
-    assert "try llm_concurrency=1" in lines[1]
+    assert "2 generations at once x 8 thread(s) on 8 cores" in lines[1]
+    assert "try llm_threads=4 or llm_concurrency=1" in lines[1]
 
 
 def test_llm_report_on_a_busy_gpu_points_at_concurrency_and_gpus():
