@@ -109,11 +109,17 @@ def chosen_server(host: str, facts: HostFacts, s: dict, llm: LlmPlan) -> tuple[s
     return server, f"{server}: a model is set ({key}) and the plan is for {llm.device.upper()}"
 
 
-def plan_inference(host: str, facts: HostFacts, s: dict, llm: LlmPlan) -> LlmPlan:
-    """The LLM plan with its inference server (server None: the user's own)."""
+def plan_inference(host: str, facts: HostFacts, s: dict, llm: LlmPlan,
+                   taken_ports: dict[int, str] | None = None) -> LlmPlan:
+    """The LLM plan with its inference server (server None: the user's own). taken_ports:
+    {port: the setting that takes it} of what else listens on this host."""
     server, why = chosen_server(host, facts, s, llm)
     if server == "none":
         return replace(llm, reasons=llm.reasons + (why,))
+    if s["llm_gpu_api_urls"]:
+        raise SettingsError(host, "llm_gpu_api_urls", s["llm_gpu_api_urls"], f"[] when the "
+                            f"plan runs the inference server ({server}: each worker calls its "
+                            "own); or inference_server: none to call your servers")
     key, value = model_setting(s)
     if not key:
         raise SettingsError(host, "llm_model_path", "", f"a model file (or llm_model_host_path, "
@@ -136,10 +142,11 @@ def plan_inference(host: str, facts: HostFacts, s: dict, llm: LlmPlan) -> LlmPla
     planned = (_llamacpp(host, facts, s, llm, base) if server == "llamacpp"
                else _vllm(host, facts, s, llm, base))
     ports = [i.port for i in planned.server.instances]
-    if s["fake_openai_backend"] and layout.FAKE_OPENAI_PORT in ports:
-        raise SettingsError(host, "llm_server_port", s["llm_server_port"],
-                            f"a port whose servers ({min(ports)}-{max(ports)}) leave "
-                            f"{layout.FAKE_OPENAI_PORT} to the fake API (fake_openai_backend)")
+    for port, taken_by in sorted((taken_ports or {}).items()):
+        if port in ports:
+            raise SettingsError(host, "llm_server_port", s["llm_server_port"],
+                                f"a port whose servers ({min(ports)}-{max(ports)}) leave "
+                                f"{port} to {taken_by} on this host")
     return replace(planned, reasons=planned.reasons + (why,) + planned.server.reasons)
 
 

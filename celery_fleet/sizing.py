@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from typing import TYPE_CHECKING
 
+from .layout import FAKE_OPENAI_PORT
 from .settings import LLM_CPU_POOLS, LLM_GPU_POOLS, SettingsError, resolve
 
 if TYPE_CHECKING:  # inference.py builds on this module's plans
@@ -602,6 +603,18 @@ def plan_redis(facts: HostFacts, s: dict, shares_with_workers: bool) -> RedisPla
 ALL_ROLES = ("broker", "embedding", "llm")
 
 
+def _ports_taken(s: dict, roles: tuple[str, ...]) -> dict[int, str]:
+    """What else of ours listens on a host: {port: the setting or role that takes it}."""
+    taken = {}
+    if s["fake_openai_backend"]:
+        taken[FAKE_OPENAI_PORT] = "the fake API (fake_openai_backend)"
+    if "broker" in roles:
+        taken[s["redis_port"]] = f"Redis (redis_port={s['redis_port']})"
+        if s["flower"]:
+            taken[s["flower_port"]] = f"Flower (flower_port={s['flower_port']})"
+    return taken
+
+
 def plan_host(host: str, detected: HostFacts, data: dict, roles: tuple[str, ...] = ALL_ROLES,
               embedding_hosts: int = 1) -> HostPlan:
     """The plan for one host. data: its Settings, or its inventory values (resolved here)."""
@@ -616,7 +629,7 @@ def plan_host(host: str, detected: HostFacts, data: dict, roles: tuple[str, ...]
         llm, llm_warnings = plan_llm(host, facts, settings)
         from .inference import plan_inference  # it imports this module's plans
 
-        llm = plan_inference(host, facts, settings, llm)
+        llm = plan_inference(host, facts, settings, llm, _ports_taken(settings, roles))
         warnings += llm_warnings
     if "broker" in roles:
         redis = plan_redis(facts, settings, shares_with_workers=len(roles) > 1)

@@ -42,12 +42,16 @@ def source_digest(source: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_wheel(source: Path, build_dir: Path = BUILD_DIR) -> Path:
-    """The wheel of the project at source (built if not built yet for this exact source)."""
+def build_wheel(source: Path, build_dir: Path = BUILD_DIR, cmake_args: str = "") -> Path:
+    """The wheel of the project at source (built if not built yet for this exact source and
+    these CMake arguments: a llama-cpp-python checkout gets the portable flags too)."""
     # with build isolation: the project's own build backend (hatchling, poetry-core,
     # setuptools ...) is fetched as its pyproject.toml says, as pip does for anyone
-    return _built_once(build_dir / source_digest(source), [str(source.resolve())],
-                       f"building {source}")
+    key = source_digest(source)
+    if cmake_args:
+        key += "-" + hashlib.sha256(cmake_args.encode()).hexdigest()[:8]
+    return _built_once(build_dir / key, [str(source.resolve())], f"building {source}",
+                       env=dict(os.environ, CMAKE_ARGS=cmake_args) if cmake_args else None)
 
 
 def requirement_wheel_dir(requirement: str, cmake_args: str, build_dir: Path) -> Path:

@@ -37,8 +37,11 @@ def _server_package(h: PlannedHost) -> str:
     the host fetches from its index (vLLM's wheels)."""
     plan, install_dir = h.plan.llm.server, h.settings["install_dir"]
     source = Path(plan.source)
-    if (source / "pyproject.toml").is_file():
-        return uploaded_wheel(build_wheel(source), install_dir, f"the {plan.server} server")
+    if (source / "pyproject.toml").is_file() and plan.server == "vllm":
+        return uploaded_wheel(build_wheel(source), install_dir, "the vllm server")
+    if (source / "pyproject.toml").is_file():  # a llama-cpp-python checkout: portable flags
+        wheel = build_wheel(source, cmake_args=layout.LLAMACPP_CMAKE_ARGS)
+        return uploaded_wheel(wheel, install_dir, "llama.cpp's server") + layout.LLAMACPP_EXTRAS
     if plan.server == "vllm":
         return plan.source
     cache = requirement_wheel_dir(plan.source, layout.LLAMACPP_CMAKE_ARGS,
@@ -128,6 +131,11 @@ def llm_server(h: PlannedHost) -> list:
     if plan.server == "llamacpp":  # ggml's threads are OpenMP's (the wheel links libgomp)
         apt.packages(name="Install the OpenMP runtime llama.cpp uses", packages=["libgomp1"],
                      update=True, cache_time=86400)
+    else:  # Triton (vLLM's kernels) compiles its CUDA launcher (driver.c, against Python.h)
+        # with the C compiler at start: without one the server dies ("Failed to find C
+        # compiler", triton/runtime/build.py; vllm-project/vllm#2997, #15329)
+        apt.packages(name="Install the C compiler and Python headers vLLM's Triton needs",
+                     packages=["gcc", "python3-dev"], update=True, cache_time=86400)
     python_venv(h, venv)
     installed = app_installed(name=f"Install the {plan.server} server", venv=venv,
                               requirements=[], app=_server_package(h))

@@ -284,3 +284,23 @@ def test_the_hosts_model_fact_sizes_and_recognizes_what_is_there(tmp_path):
     link.symlink_to(gguf)
     assert _model_on_host(str(link)) == (4, "gguf")  # sized through the link
     assert _model_on_host(str(tmp_path / "none")) is None
+
+
+def test_the_servers_ports_leave_redis_and_flower_theirs_on_a_shared_host():
+    facts = HostFacts(16384, 4, llm_model_mb=500, llm_model_format="gguf",
+                      llm_model_sha256=DIGEST, **X86)
+    data = {**MODEL, "llm_concurrency": 2, "llm_server_port": 6378, "flower": True}
+    with pytest.raises(SettingsError, match="leave 6379 to Redis \\(redis_port=6379\\)"):
+        plan_host("h", facts, data, ("broker", "llm"))
+    with pytest.raises(SettingsError, match="leave 5555 to Flower"):
+        plan_host("h", facts, {**data, "llm_server_port": 5554}, ("broker", "llm"))
+    # the same ports on a host without the broker are free
+    assert plan_host("h", facts, data, ("llm",)).llm.server.instances[1].port == 6379
+
+
+def test_your_own_gpu_servers_and_a_planned_server_do_not_mix():
+    """llm_gpu_api_urls would be ignored (each worker calls the server the plan runs)."""
+    data = {"llm_model_host_path": "/srv/m", "llm_gpu_api_urls": ["http://10.0.0.5:8000/v1"]}
+    assert "llm_gpu_api_urls=['http://10.0.0.5:8000/v1']" in refusal(
+        data, gpus=(81920,), model_format="directory")
+    assert llm({**data, "inference_server": "none"}, gpus=(81920,)).server is None

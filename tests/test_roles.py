@@ -331,3 +331,17 @@ def test_one_slot_becoming_two_frees_the_port_before_the_new_servers_start():
     assert stop_worker < stop_server < start_new
     assert f"Remove {layout.llm_server_instance_env('cpu')} (a server no longer in the plan)" \
         in order
+
+
+def test_a_longer_context_restarts_the_servers_and_not_their_workers(first_runs):
+    """The context is the servers' (--n_ctx): both restart, one at a time; the workers, whose
+    files did not change, keep running their tasks."""
+    was = converged(first_runs["llama.cpp host"])
+    longer = replace(LLAMACPP_HOST, plan=planned_host(
+        8192, 4, roles=("llm",), name="cpu-llm", model_mb=1, data={
+            "llm_model_path": str(MODEL), "llm_server_source": FAKE_SERVER,
+            "llm_concurrency": 2, "llm_context_size": 5120}).plan)
+    restarted = [name.split()[1] for name in changing(run_role(fleet_host, longer, facts=was))
+                 if name.startswith("Restart")]
+    assert restarted == ["celery-fleet-llm-server@cpu0.service",
+                         "celery-fleet-llm-server@cpu1.service"]
