@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gevent.lock
+from packaging.requirements import InvalidRequirement, Requirement
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.hardware import Cpus, Memory
 
@@ -23,7 +24,7 @@ from .secrets import ControllerSecrets
 from .settings import Settings, SettingsError
 from .sizing import HostFacts
 from .summary import FleetSummary
-from .wheel import missing_compile_tools
+from .wheel import missing_compile_tools, requirement_wheel_dir, source_wheel_dir
 
 
 class FleetError(PyinfraError):
@@ -73,11 +74,12 @@ def controller_problems(host: str, settings: Settings, detected: HostFacts) -> l
     for key, example in (("worker_app_source", "mycompany-workers==1.2"),
                          ("llm_server_source", "vllm==0.11.0")):
         source = settings[key]
-        if source and ("/" in source or source.startswith(".") or Path(source).exists()) \
-                and not (Path(source) / "pyproject.toml").is_file():
+        problem = _source_problem(source) if source else ""
+        if problem:
             found.append(str(SettingsError(host, key, source, "a directory with a "
                                            "pyproject.toml on this controller, or a pip "
-                                           f"requirement such as {example}")))
+                                           f"requirement such as {example} (or name @ "
+                                           f"git+https://...); {problem}")))
     override = settings["gpus"]
     if override and len(override) > len(detected.gpus):
         seen = (f"nvidia-smi failed: {detected.gpu_problem}" if detected.gpu_problem
@@ -88,13 +90,29 @@ def controller_problems(host: str, settings: Settings, detected: HostFacts) -> l
     return found
 
 
+def _source_problem(source: str) -> str:
+    """What is wrong with a package source: a directory (a path that exists, or reads as one)
+    or a PEP 508 requirement; '' when nothing."""
+    path = Path(source)
+    if path.exists() or source.startswith((".", "/", "~")):
+        return "" if (path / "pyproject.toml").is_file() else "no pyproject.toml there"
+    try:
+        Requirement(source)
+    except InvalidRequirement as error:
+        return f"not a requirement ({str(error).splitlines()[0]})"
+    return ""
+
+
 def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = False,
-                   tuned: dict | None = None) -> dict[str, PlannedHost]:
+                   tuned: dict | None = None, check_build: bool = False
+                   ) -> dict[str, PlannedHost]:
     """{host name: PlannedHost} for every reachable fleet host; raises FleetError listing every
     bad value and the broker count problem, before anything is changed. Hosts pyinfra could
     not connect to are left out (pyinfra reports them and the run fails). Secrets are read (or
     generated) on the controller only for a deploy. tuned: values `fleet tune` measured, as
-    the group data it writes: under each host's own inventory values."""
+    the group data it writes: under each host's own inventory values. check_build: the tools
+    this controller needs to build what the plan installs (a deploy, `fleet plan`); `fleet
+    status` and `fleet tune` only read the hosts and need none."""
     redis = {h.name: h.get_fact(RedisState) for h in inventory if h not in unreachable
              and ("broker" in host_roles(h) or is_retired(h))}
     inputs = [HostInput(h.name, host_roles(h), _with_tuned(inventory, h, tuned),
@@ -113,7 +131,8 @@ def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = Fals
             problem for problem in [adoption.get(name)] if problem]
 
     planned, errors = plan_fleet(inputs, checks, ControllerSecrets() if with_secrets else None)
-    errors += build_problems(planned)
+    if check_build:
+        errors += build_problems(planned)
     if errors:
         raise FleetError("invalid inventory, no host was changed:\n  " + "\n  ".join(errors))
     return planned
@@ -125,10 +144,13 @@ def build_problems(planned: dict[str, PlannedHost]) -> list[str]:
     found = []
     for name, h in sorted(planned.items()):
         server = h.plan.llm.server if h.plan.llm else None
-        if server is None or server.server != "llamacpp" or Path(server.source).is_dir():
+        if server is None or server.server != "llamacpp":
             continue
-        missing = missing_compile_tools(server.source, layout.LLAMACPP_CMAKE_ARGS,
-                                        layout.SERVER_WHEEL_CACHE)
+        source = Path(server.source)
+        missing = missing_compile_tools(  # a checkout is compiled too (roles/llm_server.py)
+            source_wheel_dir(source, layout.LLAMACPP_CMAKE_ARGS) if source.is_dir() else
+            requirement_wheel_dir(server.source, layout.LLAMACPP_CMAKE_ARGS,
+                                  layout.SERVER_WHEEL_CACHE))
         if missing:
             found.append(str(SettingsError(name, "inference_server", "llamacpp", (
                 f"{' and '.join(missing)} on this controller, which compiles {server.source} "
@@ -156,7 +178,8 @@ def fleet_plans(inventory, state) -> dict[str, PlannedHost]:
     with state._celery_fleet_lock:
         if getattr(state, "_celery_fleet_plans", None) is None:
             state._celery_fleet_plans = plan_inventory(
-                inventory, not_in_this_run(inventory, state), with_secrets=True)
+                inventory, not_in_this_run(inventory, state), with_secrets=True,
+                check_build=True)
             state.add_callback_handler(FleetSummary(
                 sorted(state._celery_fleet_plans),
                 sorted(h.name for h in state.failed_hosts if host_roles(h))))  # unreachable

@@ -150,6 +150,25 @@ def plan_inference(host: str, facts: HostFacts, s: dict, llm: LlmPlan,
     return replace(planned, reasons=planned.reasons + (why,) + planned.server.reasons)
 
 
+# The servers run with ProtectHome=yes (templates/hardening.conf.j2): these are empty to them
+PROTECTED_HOME = ("/home", "/root", "/run/user")
+
+
+def check_host_model_path(host: str, path: str) -> None:
+    """A model already on the host is one the servers can see and celery-fleet never removes."""
+    def under(top: str) -> bool:
+        return path == top or path.startswith(top.rstrip("/") + "/")
+
+    if under(layout.MODEL_DIR):
+        raise SettingsError(host, "llm_model_host_path", path, f"a path outside "
+                            f"{layout.MODEL_DIR}: celery-fleet keeps its uploaded models there "
+                            "and removes those the plan no longer names")
+    if any(under(top) for top in PROTECTED_HOME):
+        raise SettingsError(host, "llm_model_host_path", path, "a path outside "
+                            f"{', '.join(PROTECTED_HOME)}: the inference servers run with "
+                            "ProtectHome=yes and cannot see them (e.g. /srv/models)")
+
+
 def check_model(host: str, facts: HostFacts, s: dict, server: str) -> None:
     """The model the settings name is there, readable, of a format the server loads, and
     has the sha256 the inventory expects."""
@@ -159,9 +178,12 @@ def check_model(host: str, facts: HostFacts, s: dict, server: str) -> None:
     if facts.llm_model_format == ABSENT:
         raise SettingsError(host, key, value, f"a model that exists on {where}; nothing is "
                             "there")
+    if not uploaded:
+        check_host_model_path(host, value)
     if facts.llm_model_format == UNREADABLE:
-        raise SettingsError(host, key, value, f"a model readable on {where} by the user "
-                            f"celery-fleet runs as (permission denied)")
+        raise SettingsError(host, key, value, f"a model readable on {where} (permission denied"
+                            f" to {'you' if uploaded else 'the deploy user'}); on the host the "
+                            "inference server reads it as the service user")
     if not facts.llm_model_format:  # nobody looked: fleet plan without an inventory
         if facts.llm_model_mb is None and s["llm_model_ram_mb"] is None:
             raise SettingsError(host, "llm_model_ram_mb", None, "the model's size in MB: a plan "

@@ -18,6 +18,8 @@ GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file (ggml's gguf.h)
 GGUF, DIRECTORY, OTHER, ABSENT, UNREADABLE = "gguf", "directory", "other", "absent", "unreadable"
 # a GGUF string longer than this is a broken header, not a model's metadata
 GGUF_STRING_MAX = 2**24
+# arrays of scalars up to this length are kept (per-layer values); longer ones are skipped
+GGUF_ARRAY_KEPT = 4096
 # llama.cpp's KV cache holds F16 keys and values (--cache-type-k/-v default f16): 2 bytes
 KV_CACHE_BYTES_PER_VALUE = 2
 
@@ -54,7 +56,9 @@ def describe(path: str) -> tuple[int, str, int | None] | None:
         is_gguf = f.read(4) == GGUF_MAGIC
         try:
             kv = kv_bytes_per_token(read_gguf_metadata(f)) if is_gguf else None
-        except (ValueError, struct.error):  # a header llama.cpp would refuse too: its log says
+        # a header llama.cpp would refuse too (its log says why): sizes that do not parse, are
+        # zero or are not numbers leave the KV cache to llm_kv_cache_per_task_mb
+        except (ValueError, struct.error, ArithmeticError, TypeError, OSError):
             kv = None
     return max(1, math.ceil(p.stat().st_size / 2**20)), GGUF if is_gguf else OTHER, kv
 
@@ -88,10 +92,12 @@ def _value(f: BinaryIO, kind: int):
         return _string(f)
     if kind == _ARRAY:
         item, count = struct.unpack("<IQ", f.read(12))
+        if item in _SCALARS and count > GGUF_ARRAY_KEPT:  # skipped: a broken count only
+            f.seek(count * struct.calcsize(_SCALARS[item]), os.SEEK_CUR)  # seeks past the end
+            return None
         if item in _SCALARS:  # per-layer values (head_count_kv of some models) are kept
             fmt = "<" + _SCALARS[item][1] * count
-            values = struct.unpack(fmt, f.read(struct.calcsize(fmt)))
-            return list(values) if count <= 4096 else None
+            return list(struct.unpack(fmt, f.read(struct.calcsize(fmt))))
         for _ in range(count):
             _value(f, item)
         return None
@@ -112,6 +118,8 @@ def kv_bytes_per_token(metadata: dict) -> int | None:
     kv_heads = metadata.get(f"{arch}.attention.head_count_kv", heads)
     per_layer = kv_heads if isinstance(kv_heads, list) else [kv_heads] * layers
     head_count = max(heads) if isinstance(heads, list) else heads
+    if not isinstance(head_count, int) or head_count <= 0:  # a broken header: no division
+        return None
     key = metadata.get(f"{arch}.attention.key_length", embedding // head_count)
     value = metadata.get(f"{arch}.attention.value_length", embedding // head_count)
     return sum(n * (key + value) for n in per_layer[:layers]) * KV_CACHE_BYTES_PER_VALUE

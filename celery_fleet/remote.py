@@ -23,7 +23,7 @@ from .fleetplan import PlannedHost
 POLL_S = 2
 
 
-def connect_inventory(path: str):
+def connect_inventory(path: str, check_build: bool = False):
     """(state, inventory, {name: PlannedHost}) for an inventory file: every host connected
     (those that cannot be are left out of the plans), nothing changed on any host."""
     # pyinfra_cli monkey-patches the whole process for gevent when imported: only here, where
@@ -42,7 +42,7 @@ def connect_inventory(path: str):
             # "No hosts remaining!": none answered (pyinfra printed each, and why); the callers
             # say which hosts they could not read, one line each
         planned: dict[str, PlannedHost] = plan_inventory(
-            inventory, not_in_this_run(inventory, state))
+            inventory, not_in_this_run(inventory, state), check_build=check_build)
     return state, inventory, planned
 
 

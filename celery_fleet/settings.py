@@ -201,8 +201,9 @@ _SETTINGS = [
             "by sha256"),
     Setting("llm_model_host_path", "", "an absolute path on the host, or empty",
             lambda v: _text(v) and (v == "" or v.startswith("/")),
-            "a model already on the host (a GGUF file for llamacpp; a model directory for "
-            "vllm): not uploaded"),
+            "a model already on the host (a GGUF file for llamacpp; a model directory or a "
+            "GGUF file for vllm), outside /home, /root and celery-fleet's model directory: "
+            "not uploaded"),
     Setting("llm_model_sha256", "", "64 hexadecimal digits, or empty",
             lambda v: isinstance(v, str) and re.fullmatch(r"([0-9a-fA-F]{64})?", v) is not None,
             "the sha256 llm_model_path must have (checked on the controller before any change, "

@@ -237,7 +237,7 @@ class HostFacts:
     # the model the inference server loads (llm_model_path on the controller, or
     # llm_model_host_path on the host), as the shell found it. Size: None where there is none
     llm_model_mb: int | None = None
-    llm_model_format: str = ""  # gguf, directory, other, unreadable (model_file); "" unknown
+    llm_model_format: str = ""  # gguf, directory, other, absent, unreadable; "" unknown
     llm_model_kv_bytes_per_token: int | None = None  # from its GGUF header, where read
     llm_model_sha256: str = ""  # of the file uploaded from the controller
     arch: str = ""  # uname -m; "" where not read

@@ -198,11 +198,13 @@ def llm_report(host: str, plan, settings: dict, journal: JournalSummary, window_
                 else "the queue emptied")]
     cores = plan.facts.cores
     if llm.device == "cpu" and slots > 1 and slots * llm.threads > cores:
+        # fewer threads each where that fits the cores; past one thread each, fewer at once
+        fix = (f"llm_threads={cores // slots}" if cores >= slots else
+               f"llm_concurrency={max(1, cores // llm.threads)}")
         lines.append(f"{host}: {slots} generations at once x {llm.threads} thread(s) on "
                      f"{cores} cores: threads past the cores made every generation 1.7-7x "
-                     "slower (docs/BENCHMARKS.md, Real inference); try llm_threads="
-                     f"{max(1, cores // slots)} or llm_concurrency=1, and compare with fleet "
-                     "tune")
+                     f"slower (docs/BENCHMARKS.md, Real inference); try {fix} or "
+                     "llm_concurrency=1, and compare with fleet tune")
     elif llm.device == "cpu" and slots > 1:
         lines.append(f"{host}: {slots} generations at once of {llm.threads} thread(s): more "
                      "generations a second than one at a time with every core, each one slower "

@@ -47,11 +47,17 @@ def build_wheel(source: Path, build_dir: Path = BUILD_DIR, cmake_args: str = "")
     these CMake arguments: a llama-cpp-python checkout gets the portable flags too)."""
     # with build isolation: the project's own build backend (hatchling, poetry-core,
     # setuptools ...) is fetched as its pyproject.toml says, as pip does for anyone
+    return _built_once(source_wheel_dir(source, cmake_args, build_dir), [str(source.resolve())],
+                       f"building {source}",
+                       env=dict(os.environ, CMAKE_ARGS=cmake_args) if cmake_args else None)
+
+
+def source_wheel_dir(source: Path, cmake_args: str = "", build_dir: Path = BUILD_DIR) -> Path:
+    """Where the wheel of the project at source built with these CMake arguments is cached."""
     key = source_digest(source)
     if cmake_args:
         key += "-" + hashlib.sha256(cmake_args.encode()).hexdigest()[:8]
-    return _built_once(build_dir / key, [str(source.resolve())], f"building {source}",
-                       env=dict(os.environ, CMAKE_ARGS=cmake_args) if cmake_args else None)
+    return build_dir / key
 
 
 def requirement_wheel_dir(requirement: str, cmake_args: str, build_dir: Path) -> Path:
@@ -59,10 +65,10 @@ def requirement_wheel_dir(requirement: str, cmake_args: str, build_dir: Path) ->
     return build_dir / hashlib.sha256(f"{requirement}\0{cmake_args}".encode()).hexdigest()[:16]
 
 
-def missing_compile_tools(requirement: str, cmake_args: str, build_dir: Path) -> list[str]:
-    """The tools a build of this requirement lacks on this controller; none where its wheel
-    is cached already."""
-    if any(requirement_wheel_dir(requirement, cmake_args, build_dir).glob("*.whl")):
+def missing_compile_tools(wheel_dir: Path) -> list[str]:
+    """The tools a compiled build lacks on this controller; none where its wheel is cached
+    already in wheel_dir (source_wheel_dir, requirement_wheel_dir)."""
+    if any(wheel_dir.glob("*.whl")):
         return []
     return [tool for tool in COMPILE_TOOLS if shutil.which(tool) is None]
 

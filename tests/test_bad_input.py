@@ -120,6 +120,11 @@ def test_missing_controller_files_are_refused(tmp_path):
     assert len(found) == 1 and "llm_server_source=" in found[0]
     assert "such as vllm==0.11.0" in found[0]
     assert controller({"llm_server_source": "vllm==0.11.0"}) == []
+    # a PEP 508 URL requirement is a requirement, not a path; a malformed one is refused
+    assert controller({"llm_server_source":
+                       "vllm @ git+https://github.com/vllm-project/vllm@v0.11.0"}) == []
+    found = controller({"worker_app_source": "mycompany-workers=>1.2"})
+    assert len(found) == 1 and "not a requirement (" in found[0], found
 
 
 def test_all_problems_of_a_host_are_reported_together():

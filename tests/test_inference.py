@@ -4,6 +4,7 @@ and what is refused before any host is changed; the model as the controller and 
 
 import hashlib
 import os
+import struct
 import subprocess
 
 import pytest
@@ -132,6 +133,15 @@ def test_a_model_larger_than_the_hosts_ram_is_refused_with_the_figures():
     ({**MODEL, "llm_model_sha256": "0" * 64}, {}, f"which is {DIGEST}"),
     ({"llm_model_host_path": "/srv/m.gguf", "llm_model_sha256": DIGEST}, {},
      "empty with llm_model_host_path"),
+    ({"llm_model_host_path": "/srv/m.gguf"}, {"model_format": "unreadable"},
+     "permission denied to the deploy user"),
+    # celery-fleet's own model directory: its models are removed when the plan changes
+    ({"llm_model_host_path": f"{layout.MODEL_DIR}/m.gguf"}, {}, f"a path outside "
+     f"{layout.MODEL_DIR}: celery-fleet keeps"),
+    # ProtectHome=yes: the server would not see it
+    ({"llm_model_host_path": "/home/ops/m.gguf"}, {}, "ProtectHome=yes"),
+    ({"llm_model_host_path": "/root"}, {"model_format": "directory", "gpus": (81920,)},
+     "ProtectHome=yes"),
 ])
 def test_a_model_that_is_missing_unreadable_of_the_wrong_format_or_not_its_sha256_is_refused(
         data, facts, accepted):
@@ -225,6 +235,18 @@ def test_a_broken_or_foreign_model_file_is_described_not_raised(tmp_path):
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(8) + (5).to_bytes(8, "little"))
     assert model_file.describe(str(truncated))[1:] == ("gguf", None)
+    # an array that claims 2**62 values is skipped (not unpacked into memory); zero heads do
+    # not divide the embedding
+    huge = tmp_path / "huge.gguf"
+    key = b"general.x"
+    huge.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+                     + struct.pack("<IIQ", 9, 4, 2**62))
+    assert model_file.describe(str(huge))[1:] == ("gguf", None)
+    zero = _header_only_gguf(tmp_path / "zero.gguf", layers=2, embedding=64, heads=0)
+    assert model_file.describe(zero)[1:] == ("gguf", None)
+    assert model_file.kv_bytes_per_token({"general.architecture": "a", "a.block_count": 2,
+                                          "a.embedding_length": 64,
+                                          "a.attention.head_count": [0, 0]}) is None
     other = tmp_path / "model.safetensors"
     other.write_bytes(b"{}" * 10)
     assert model_file.describe(str(other)) == (1, "other", None)
@@ -284,6 +306,25 @@ def test_the_hosts_model_fact_sizes_and_recognizes_what_is_there(tmp_path):
     link.symlink_to(gguf)
     assert _model_on_host(str(link)) == (4, "gguf")  # sized through the link
     assert _model_on_host(str(tmp_path / "none")) is None
+
+
+def test_the_hosts_model_fact_says_unreadable(tmp_path):
+    """A model the deploy user may see but not read: sized, and named unreadable (the plan
+    refuses it), not reported as another format."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    model = shared / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(2**20))
+    model.chmod(0o000)
+    fact = ModelOnHost()
+    command = ["sh", "-c", fact.command(str(model))]
+    if os.geteuid() == 0:  # root reads anything: ask as nobody, who can reach the directory
+        for d in (tmp_path, *tmp_path.parents):
+            d.chmod(d.stat().st_mode | 0o001)
+        command = ["runuser", "-u", "nobody", "--"] + command
+    out = subprocess.run(command, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert fact.process(out.stdout.splitlines()) == (2, "unreadable")
 
 
 def test_the_servers_ports_leave_redis_and_flower_theirs_on_a_shared_host():

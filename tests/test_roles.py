@@ -345,3 +345,22 @@ def test_a_longer_context_restarts_the_servers_and_not_their_workers(first_runs)
                  if name.startswith("Restart")]
     assert restarted == ["celery-fleet-llm-server@cpu0.service",
                          "celery-fleet-llm-server@cpu1.service"]
+
+
+def test_models_no_server_loads_are_removed_and_the_planned_one_kept(first_runs):
+    """An older upload (another sha256's directory) and a model of the layout before models
+    were named by their sha256 go, after the restart; the plan's own stays; a re-run removes
+    nothing more."""
+    w = World()
+    converged(first_runs["llama.cpp host"], w)
+    planned = LLAMACPP_HOST.plan.llm.server.model_path
+    assert planned in w.files
+    w.put(f"{layout.MODEL_DIR}/0123456789abcdef/old.gguf", b"GGUF old")
+    w.put(f"{layout.MODEL_DIR}/model.gguf", b"GGUF older layout")
+    second = run_role(fleet_host, LLAMACPP_HOST, facts=facts_of(w))
+    assert [n for n in changing(second) if n.startswith("Remove")] == [
+        f"Remove {layout.MODEL_DIR}/0123456789abcdef (a model no server loads)",
+        f"Remove {layout.MODEL_DIR}/model.gguf (a model no server loads)"]
+    converged(second, w)
+    assert [p for p in w.files if p.startswith(layout.MODEL_DIR)] == [planned]
+    assert changing(run_role(fleet_host, LLAMACPP_HOST, facts=facts_of(w))) == []

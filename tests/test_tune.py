@@ -160,6 +160,11 @@ def test_llm_report_names_more_than_one_generation_at_once_on_cpu():
     lines = tune.llm_report("h", plan, plan_settings(), journal([4.0] * 10), 60, {}, {})
     assert "2 generations at once x 8 thread(s) on 8 cores" in lines[1]
     assert "try llm_threads=4 or llm_concurrency=1" in lines[1]
+    # one thread each already, more at once than cores: fewer at once, not fewer threads
+    plan = llm_plan(cores=2, data={"llm_concurrency": 4, "llm_threads": 1})
+    lines = tune.llm_report("h", plan, plan_settings(), journal([4.0] * 10), 60, {}, {})
+    assert "4 generations at once x 1 thread(s) on 2 cores" in lines[1]
+    assert "try llm_concurrency=2 or llm_concurrency=1" in lines[1]
 
 
 def test_llm_report_on_a_busy_gpu_points_at_concurrency_and_gpus():
