@@ -8,7 +8,7 @@ once, and travel in it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 from . import layout
@@ -16,6 +16,9 @@ from .redis_state import password_digest
 from .settings import Settings, SettingsError, problems, resolve
 from .sizing import HostFacts, HostPlan, plan_host, visibility_timeout
 
+# RabbitMQ: one node, or a cluster whose quorum queues keep a majority when one (3), two (5)
+# or three (7) of its nodes are lost
+RABBITMQ_CLUSTER_SIZES = (1, 3, 5, 7)
 # Controller-side checks of one host (files on the controller, detected GPUs): problem lines
 ControllerChecks = Callable[[str, Settings, HostFacts], list[str]]
 
@@ -59,13 +62,32 @@ class Broker:
 
 
 @dataclass(frozen=True)
+class RabbitmqCluster:
+    """broker: rabbitmq: every broker's address (the first seeds the cluster), one user."""
+    addresses: tuple[str, ...]
+    port: int
+    password: str = ""  # secrets; "" where not asked for (fleet plan, fleet status)
+    erlang_cookie: str = ""
+
+    @property
+    def url(self) -> str:
+        """Every node, in order: Celery and kombu fail over to the next one (';' separated,
+        Celery's "broker_url" failover list) when the one they use goes away."""
+        return ";".join(layout.amqp_url(self.password, a, self.port) for a in self.addresses)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(layout.rabbitmq_node(a) for a in self.addresses)
+
+
+@dataclass(frozen=True)
 class PlannedHost:
     name: str
     roles: tuple[str, ...]
     plan: HostPlan
     settings: Settings
     private_address: str  # where the rest of the fleet reaches this host
-    broker: Broker
+    broker: Broker  # Redis: the broker (broker: redis), the results and the rate limit
     fleet_addresses: tuple[str, ...]  # every fleet host's, reachable in this run or not
     visibility_timeout_s: int  # one value for the whole fleet (sizing.visibility_timeout)
     flower_password: str = ""  # a secret; on the broker, when Flower runs
@@ -74,9 +96,15 @@ class PlannedHost:
     # or the key); "" where not asked for (fleet plan, fleet status) or not set
     embedding_api_key: str = ""
     llm_api_key: str = ""
+    rabbitmq: RabbitmqCluster | None = None  # broker: rabbitmq
+    runs_redis: bool = False  # the broker host that keeps Redis (with rabbitmq: the first)
 
     @property
     def broker_url(self) -> str:  # a secret: only ever written into 0600 files
+        return self.rabbitmq.url if self.rabbitmq else self.broker.url
+
+    @property
+    def result_backend_url(self) -> str:  # Redis, whichever the broker
         return self.broker.url
 
     @property
@@ -109,9 +137,16 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
     fleet = [h for h in hosts if h.roles and not h.retired]
     errors: list[str] = retirement_problems(hosts)
     brokers = [h for h in fleet if "broker" in h.roles]
-    if len(brokers) != 1:
+    kind, kind_errors = _broker_kind(fleet)
+    errors += kind_errors
+    if kind == "redis" and len(brokers) != 1:
         errors.append(f"the brokers group must hold exactly one host (the Redis broker), "
                       f"it holds {len(brokers)}: {', '.join(h.name for h in brokers) or 'none'}")
+    if kind == "rabbitmq" and (len(brokers) not in RABBITMQ_CLUSTER_SIZES):
+        errors.append(f"with broker: rabbitmq the brokers group holds 1 host, or 3, 5 or 7 for "
+                      f"a cluster (quorum queues need a majority of them up: 3 survive the loss "
+                      f"of one), it holds {len(brokers)}: "
+                      f"{', '.join(h.name for h in brokers) or 'none'}")
     embedding_hosts = sum(1 for h in fleet if "embedding" in h.roles)
     settings: dict[str, Settings] = {}
     plans: dict[str, HostPlan] = {}
@@ -134,6 +169,12 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
         if settings[host.name]["flower"] and "broker" not in host.roles:
             found.append(str(SettingsError(host.name, "flower", True, "false here: set it on "
                                            "the broker host (Flower runs beside Redis)")))
+        if kind == "rabbitmq" and "broker" in host.roles and \
+                "." not in private_address(host, settings[host.name]):
+            found.append(str(SettingsError(
+                host.name, "private_address", private_address(host, settings[host.name]),
+                "an IP address or a fully qualified name: RabbitMQ's node is named after it "
+                "(rabbit@ADDRESS, Erlang long names)")))
         networks = settings[host.name]["broker_allowed_networks"]
         if networks and "broker" not in host.roles:
             found.append(str(SettingsError(host.name, "broker_allowed_networks", networks,
@@ -146,9 +187,11 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
     if errors:
         return {}, errors
 
-    broker_host = brokers[0]
+    broker_host = brokers[0]  # Redis's host
     broker_settings = settings[broker_host.name]
     password, flower_password, keys = "", "", {}
+    rabbitmq = RabbitmqCluster(tuple(private_address(h, settings[h.name]) for h in brokers),
+                               broker_settings["rabbitmq_port"]) if kind == "rabbitmq" else None
     if secrets is not None:
         password, errors = _broker_password(broker_host, broker_settings, secrets, fleet)
         if broker_host.name in plans and broker_settings["flower"]:
@@ -156,10 +199,17 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
                 broker_host.name), may_create=True) or ""
         keys, key_errors = _api_keys(plans, settings, secrets)
         errors += key_errors
+        if rabbitmq is not None:
+            rabbitmq, rabbit_errors = _rabbitmq_secrets(rabbitmq, broker_host, broker_settings,
+                                                        secrets)
+            errors += rabbit_errors
         if errors:
             return {}, errors
     broker = Broker(private_address(broker_host, broker_settings), broker_settings["redis_port"],
                     password)
+    # with RabbitMQ, Redis runs on the first broker only
+    plans = {name: plan if name == broker_host.name or plan.redis is None else
+             replace(plan, redis=None) for name, plan in plans.items()}
     # the broker's firewall admits the whole fleet: a worker whose SSH is down (or that this
     # run leaves out with --limit) keeps its access to Redis
     addresses = tuple(sorted({private_address(h, settings[h.name]) for h in fleet}))
@@ -170,8 +220,44 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
                               visibility,
                               flower_password=flower_password if name == broker_host.name
                               else "",
-                              task_events=broker_settings["flower"], **keys.get(name, {}))
+                              task_events=broker_settings["flower"], rabbitmq=rabbitmq,
+                              runs_redis=name == broker_host.name, **keys.get(name, {}))
             for name, plan in plans.items()}, []
+
+
+def _broker_kind(fleet: list[HostInput]) -> tuple[str, list[str]]:
+    """The fleet's one broker kind: every host must say the same (or nothing)."""
+    said = {h.name: h.data.get("broker", "redis") for h in fleet}
+    kinds = sorted({k for k in said.values() if k in ("redis", "rabbitmq")})  # valid ones
+    if len(kinds) > 1:
+        by_kind = "; ".join(f"{k}: {', '.join(n for n, v in said.items() if v == k)}"
+                            for k in kinds)
+        return kinds[0], [f"broker differs between hosts ({by_kind}): one broker serves the "
+                          "whole fleet; set broker in the inventory's data for all hosts"]
+    return (kinds[0] if kinds else "redis"), []
+
+
+def rabbitmq_password_name(first_broker: str) -> str:
+    return f"{first_broker}.rabbitmq_password"
+
+
+def erlang_cookie_name(first_broker: str) -> str:
+    return f"{first_broker}.erlang_cookie"
+
+
+def _rabbitmq_secrets(cluster: RabbitmqCluster, first: HostInput, settings: Settings,
+                      secrets: Secrets) -> tuple[RabbitmqCluster, list[str]]:
+    """The fleet user's password (set, or generated once and kept) and the Erlang cookie the
+    nodes share (generated once and kept: a cluster whose cookie changed cannot talk)."""
+    configured = settings["rabbitmq_password"]
+    try:
+        password = (secrets.read(first.name, "rabbitmq_password", configured)
+                    if configured is not None else
+                    secrets.kept(settings, rabbitmq_password_name(first.name), may_create=True))
+    except SettingsError as error:
+        return cluster, [str(error)]
+    cookie = secrets.kept(settings, erlang_cookie_name(first.name), may_create=True)
+    return replace(cluster, password=password or "", erlang_cookie=cookie or ""), []
 
 
 def retirement_problems(hosts: list[HostInput]) -> list[str]:

@@ -92,6 +92,43 @@ EMBEDDING_UNIT = "celery-embedding-worker@.service"  # template: @1 ... @N, one 
 LLM_UNIT = "celery-llm-worker@.service"  # template: @cpu, or @gpu0 ... one per GPU
 EMBEDDING_PREFIX = EMBEDDING_UNIT.split("@")[0] + "@"
 LLM_PREFIX = LLM_UNIT.split("@")[0] + "@"
+# ---- RabbitMQ (broker: rabbitmq; docs/BROKERS.md) ------------------------------------------
+RABBITMQ_UNIT = "rabbitmq-server.service"  # Debian's
+RABBITMQ_CONF = "/etc/rabbitmq/rabbitmq.conf"
+RABBITMQ_ENV_CONF = "/etc/rabbitmq/rabbitmq-env.conf"
+RABBITMQ_COOKIE = "/var/lib/rabbitmq/.erlang.cookie"  # the nodes of a cluster share it
+# the fleet's password for `rabbitmqctl change_password` on stdin (never on a command line)
+RABBITMQ_PASSWORD_FILE = f"{CONFIG_DIR}/rabbitmq-fleet.password"
+RABBITMQ_SETUP = f"{HELPER_DIR}/rabbitmq-setup"  # files/rabbitmq-setup: vhost, user, policy
+RABBITMQ_VHOST = "celery-fleet"
+RABBITMQ_USER = "celery-fleet"
+# Erlang distribution between the cluster's nodes: epmd, the one inter-node port (fixed, so
+# the firewall can name it: RabbitMQ's default, 20000 + the AMQP port), the CLI tools' range
+EPMD_PORT = 4369
+RABBITMQ_DIST_PORT_OFFSET = 20000
+RABBITMQ_CLI_PORTS = (35672, 35682)
+# A message delivered this many times without an ack (a task that kills its worker each time)
+# goes to the dead-letter queue instead of being dropped: RabbitMQ 4's default limit for
+# quorum queues is 20 and it then drops the message; 3.10 has none (it would loop forever).
+RABBITMQ_DELIVERY_LIMIT = 20
+RABBITMQ_DEAD_LETTER = "celery-fleet.dead-letter"  # the exchange and its one quorum queue
+# Celery's settings for quorum queues, for any application: loaded through
+# CELERY_CONFIG_MODULE from this directory (files/celery_fleet_rabbitmq.py)
+PYTHON_DIR = f"{HELPER_DIR}/python"
+RABBITMQ_CELERY_CONFIG_MODULE = "celery_fleet_rabbitmq"
+
+
+def amqp_url(password: str, address: str, port: int) -> str:
+    return (f"amqp://{RABBITMQ_USER}:{quote(password, safe='')}@{address}:{port}/"
+            f"{RABBITMQ_VHOST}")
+
+
+def rabbitmq_node(address: str) -> str:
+    """A node's name: its private address, with Erlang long names (no DNS or /etc/hosts
+    entries between brokers; RABBITMQ_USE_LONGNAME)."""
+    return f"rabbit@{address}"
+
+
 # the inference server of an LLM worker instance: @cpu (or @cpu0 ... one per slot), @gpu0 ...
 LLM_SERVER_UNIT = "celery-fleet-llm-server@.service"
 LLM_SERVER_PREFIX = LLM_SERVER_UNIT.split("@")[0] + "@"

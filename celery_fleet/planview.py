@@ -26,6 +26,8 @@ def plan_summary(plan: HostPlan) -> str:
         instances = ", ".join(f"{i.name} x{i.concurrency}" for i in plan.llm.instances)
         server = f", {plan.llm.server.server} server(s)" if plan.llm.server else ""
         parts.append(f"llm {plan.llm.pool} [{instances}]{server}")
+    if plan.rabbitmq:
+        parts.append(f"rabbitmq watermark {plan.rabbitmq.memory_watermark_mb} MB")
     if plan.redis:
         parts.append(f"redis maxmemory {plan.redis.maxmemory_mb} MB")
     return "; ".join(parts) or "nothing to run"
@@ -52,6 +54,10 @@ def format_plan(plan: HostPlan) -> str:
                          f"{pinned}")
         lines += _server_lines(l.server)
         lines += [f"    - {reason}" for reason in l.reasons]
+    if plan.rabbitmq:
+        lines.append(f"  rabbitmq: memory watermark {plan.rabbitmq.memory_watermark_mb} MB, "
+                     f"disk free limit {plan.rabbitmq.disk_free_limit_mb} MB")
+        lines += [f"    - {reason}" for reason in plan.rabbitmq.reasons]
     if plan.redis:
         lines.append(f"  redis: maxmemory {plan.redis.maxmemory_mb} MB, policy "
                      f"{plan.redis.maxmemory_policy}")

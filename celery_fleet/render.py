@@ -9,6 +9,7 @@ pyinfra.
 from __future__ import annotations
 
 import json
+import re
 
 import jinja2
 
@@ -36,15 +37,56 @@ def env_quote(value) -> str:
 def redis_firewall(h: PlannedHost) -> dict:
     s = h.settings
     fleet = set(h.fleet_addresses) | {"127.0.0.1"}
+    rabbitmq = h.rabbitmq
     return {"table": layout.FIREWALL_TABLE, "port": s["redis_port"],
             "allowed": ", ".join(sorted(fleet | set(s["broker_allowed_networks"]))),
             "flower_port": s["flower_port"] if s["flower"] else None,
-            "flower_allowed": ", ".join(sorted(fleet | set(s["flower_allowed_networks"])))}
+            "flower_allowed": ", ".join(sorted(fleet | set(s["flower_allowed_networks"]))),
+            "rabbitmq_port": rabbitmq.port if rabbitmq else None,
+            "cluster_ports": ", ".join(str(p) for p in _rabbitmq_cluster_ports(rabbitmq))
+            if rabbitmq else "",
+            "brokers": ", ".join(sorted(set(rabbitmq.addresses) | {"127.0.0.1"}))
+            if rabbitmq else ""}
+
+
+def _rabbitmq_cluster_ports(rabbitmq) -> list:
+    low, high = layout.RABBITMQ_CLI_PORTS
+    return [layout.EPMD_PORT, rabbitmq.port + layout.RABBITMQ_DIST_PORT_OFFSET, f"{low}-{high}"]
 
 
 def firewall_unit() -> dict:
     return {"rules": layout.FIREWALL_RULES, "table": layout.FIREWALL_TABLE,
-            "redis_unit": layout.REDIS_UNIT}
+            "redis_unit": layout.REDIS_UNIT, "rabbitmq_unit": layout.RABBITMQ_UNIT}
+
+
+def rabbitmq_conf(h: PlannedHost) -> dict:
+    plan, cluster = h.plan.rabbitmq, h.rabbitmq
+    return {"address": h.private_address, "port": cluster.port,
+            "dist_port": cluster.port + layout.RABBITMQ_DIST_PORT_OFFSET,
+            "nodes": cluster.nodes, "memory_watermark_mb": plan.memory_watermark_mb,
+            "memory_reason": plan.reasons[0], "disk_free_limit_mb": plan.disk_free_limit_mb,
+            "disk_reason": plan.reasons[1], "consumer_timeout_s": h.visibility_timeout_s}
+
+
+def rabbitmq_env(h: PlannedHost) -> dict:
+    return {"node": layout.rabbitmq_node(h.private_address)}
+
+
+def rabbitmq_setup_args(h: PlannedHost) -> tuple:
+    """files/rabbitmq-setup's arguments: no secret (the password is read from its file)."""
+    queues = sorted(set(h.settings["embedding_queues"]) | set(h.settings["llm_queues"]))
+    return (layout.RABBITMQ_VHOST, layout.RABBITMQ_USER, layout.RABBITMQ_PASSWORD_FILE,
+            "^(" + "|".join(re.escape(q) for q in queues) + ")$",
+            layout.RABBITMQ_DEAD_LETTER, layout.RABBITMQ_DELIVERY_LIMIT)
+
+
+def broker_config(h: PlannedHost) -> dict:
+    """What a Celery app needs beside the URLs: with RabbitMQ, the quorum queues' settings
+    (files/celery_fleet_rabbitmq.py, through CELERY_CONFIG_MODULE)."""
+    if h.rabbitmq is None:
+        return {"config_module": "", "python_path": ""}
+    return {"config_module": env_quote(layout.RABBITMQ_CELERY_CONFIG_MODULE),
+            "python_path": env_quote(layout.PYTHON_DIR)}
 
 
 def flower_unit(h: PlannedHost) -> dict:
@@ -96,7 +138,8 @@ def _worker_env(h: PlannedHost, role: str, pool: str, prefetch_multiplier: int,
     return {
         "role": env_quote(role),
         "broker_url": env_quote(h.broker_url),
-        "result_backend": env_quote(h.broker_url),
+        "result_backend": env_quote(h.result_backend_url),
+        **broker_config(h),
         "pool": env_quote(pool),
         "prefetch_multiplier": env_quote(prefetch_multiplier),
         "task_time_limit_s": env_quote(time_limit_s),
@@ -108,7 +151,8 @@ def _worker_env(h: PlannedHost, role: str, pool: str, prefetch_multiplier: int,
 
 def client_env(h: PlannedHost) -> dict:
     """A host of yours that submits tasks: Celery's own variables, nothing else."""
-    return {"broker_url": env_quote(h.broker_url), "result_backend": env_quote(h.broker_url)}
+    return {"broker_url": env_quote(h.broker_url),
+            "result_backend": env_quote(h.result_backend_url), **broker_config(h)}
 
 
 def embedding_unit(h: PlannedHost) -> dict:

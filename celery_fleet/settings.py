@@ -220,6 +220,19 @@ _SETTINGS = [
             "pyproject.toml on this controller", _text,
             "the server's Python package (default: llama-cpp-python pinned, built once on "
             "this controller for every host; vllm pinned, from the package index)"),
+    # -- the broker --
+    Setting("broker", "redis", "redis or rabbitmq", _one_of("redis", "rabbitmq"),
+            "the Celery broker, one for the whole fleet (set it in the inventory's data for "
+            "all hosts): redis (one host in brokers), or rabbitmq (1 host, or 3 for a cluster "
+            "of quorum queues: nothing lost when a worker or a broker dies; Redis then keeps "
+            "the results, on the first broker): docs/BROKERS.md"),
+    Setting("rabbitmq_port", 5672, "a port number 1-65535",
+            lambda v: _int_at_least(1)(v) and v <= 65535, "port RabbitMQ listens on (AMQP)"),
+    Setting("rabbitmq_password", None, "16 or more printable ASCII characters without blanks, "
+            f"quotes or backslashes, or {SOURCE_ACCEPTED}", _password,
+            "the password of RabbitMQ's user for the fleet (default: generated once by the "
+            "deploy that installs the first broker, kept in secrets_dir, mode 0600)",
+            secret=True),
     # -- Redis --
     Setting("redis_maxmemory_mb", None, "a whole number of MB >= 64", _int_at_least(64),
             "Redis maxmemory (default: a share of the broker's RAM)"),

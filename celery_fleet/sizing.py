@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from typing import TYPE_CHECKING
 
-from .layout import FAKE_OPENAI_PORT
+from .layout import EPMD_PORT, FAKE_OPENAI_PORT, RABBITMQ_DIST_PORT_OFFSET
 from .settings import LLM_CPU_POOLS, LLM_GPU_POOLS, SettingsError, resolve
 
 if TYPE_CHECKING:  # inference.py builds on this module's plans
@@ -215,6 +215,10 @@ def memory_high_mb(memory_max_mb: int) -> int:
 REDIS_MAXMEMORY_POLICY = "noeviction"
 # An AOF rewrite or RDB snapshot forks Redis; copy-on-write can double its memory in the worst
 # case, so a dedicated broker gives Redis half its RAM, and a quarter when workers share it.
+RABBITMQ_WATERMARK_MIN_MB = 256
+# RabbitMQ's default (50 MB) is for development; its production checklist asks for room for
+# the quorum queues' write-ahead log: 1 GB, far above the lab's messages, below any real disk
+RABBITMQ_DISK_FREE_LIMIT_MB = 1024
 REDIS_RAM_SHARE_DEDICATED = 0.5
 REDIS_RAM_SHARE_WITH_WORKERS = 0.25
 REDIS_MAXMEMORY_MIN_MB = 64
@@ -296,6 +300,15 @@ class RedisPlan:
 
 
 @dataclass(frozen=True)
+class RabbitmqPlan:
+    """RabbitMQ on a broker host (broker: rabbitmq): the memory it may use before it blocks
+    publishers (its memory alarm), and the free disk below which it does too."""
+    memory_watermark_mb: int
+    disk_free_limit_mb: int
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class HostPlan:
     host: str
     facts: HostFacts
@@ -304,6 +317,7 @@ class HostPlan:
     llm: LlmPlan | None = None
     redis: RedisPlan | None = None
     warnings: tuple[str, ...] = field(default=())
+    rabbitmq: RabbitmqPlan | None = None
 
     def to_json(self) -> dict:
         out: dict = {"host": self.host, "facts": {
@@ -322,6 +336,8 @@ class HostPlan:
                           "reasons": list(self.llm.reasons)}
         if self.redis:
             out["redis"] = dict(asdict(self.redis), reasons=list(self.redis.reasons))
+        if self.rabbitmq:
+            out["rabbitmq"] = dict(asdict(self.rabbitmq), reasons=list(self.rabbitmq.reasons))
         out["warnings"] = list(self.warnings)
         return out
 
@@ -592,12 +608,27 @@ def plan_redis(facts: HostFacts, s: dict, shares_with_workers: bool) -> RedisPla
         return RedisPlan(s["redis_maxmemory_mb"], reasons=("redis_maxmemory_mb set in the "
                                                             "inventory",))
     share = REDIS_RAM_SHARE_WITH_WORKERS if shares_with_workers else REDIS_RAM_SHARE_DEDICATED
-    maxmemory = max(REDIS_MAXMEMORY_MIN_MB, int(facts.ram_mb * share))
     why = "workers share this host" if shares_with_workers else "dedicated broker"
+    if s["broker"] == "rabbitmq":  # Redis keeps results and the rate limit only
+        share /= 2
+        why += "; half of it for RabbitMQ"
+    maxmemory = max(REDIS_MAXMEMORY_MIN_MB, int(facts.ram_mb * share))
     return RedisPlan(maxmemory, reasons=(
-        f"{share:.0%} of {facts.ram_mb} MB ({why}; a fork for persistence can double Redis's "
+        f"{share:.1%} of {facts.ram_mb} MB ({why}; a fork for persistence can double Redis's "
         "memory)", f"maxmemory-policy {REDIS_MAXMEMORY_POLICY}: Celery loses tasks if Redis "
         "evicts"))
+
+
+def plan_rabbitmq(facts: HostFacts, s: dict, shares_with_workers: bool) -> RabbitmqPlan:
+    """The broker's share of RAM (as Redis's), halved: Redis keeps the results beside it."""
+    share = (REDIS_RAM_SHARE_WITH_WORKERS if shares_with_workers
+             else REDIS_RAM_SHARE_DEDICATED) / 2
+    watermark = max(RABBITMQ_WATERMARK_MIN_MB, int(facts.ram_mb * share))
+    return RabbitmqPlan(watermark, RABBITMQ_DISK_FREE_LIMIT_MB, reasons=(
+        f"memory watermark {share:.1%} of {facts.ram_mb} MB: above it RabbitMQ blocks "
+        "publishers until consumers catch up (its memory alarm), rather than be killed",
+        f"disk free limit {RABBITMQ_DISK_FREE_LIMIT_MB} MB: quorum queues write every "
+        "message to disk; below it publishers are blocked (RabbitMQ's production checklist)"))
 
 
 ALL_ROLES = ("broker", "embedding", "llm")
@@ -610,6 +641,10 @@ def _ports_taken(s: dict, roles: tuple[str, ...]) -> dict[int, str]:
         taken[FAKE_OPENAI_PORT] = "the fake API (fake_openai_backend)"
     if "broker" in roles:
         taken[s["redis_port"]] = f"Redis (redis_port={s['redis_port']})"
+        if s["broker"] == "rabbitmq":
+            taken[s["rabbitmq_port"]] = f"RabbitMQ (rabbitmq_port={s['rabbitmq_port']})"
+            taken[s["rabbitmq_port"] + RABBITMQ_DIST_PORT_OFFSET] = "RabbitMQ's cluster port"
+            taken[EPMD_PORT] = "epmd (RabbitMQ)"
         if s["flower"]:
             taken[s["flower_port"]] = f"Flower (flower_port={s['flower_port']})"
     return taken
@@ -631,6 +666,10 @@ def plan_host(host: str, detected: HostFacts, data: dict, roles: tuple[str, ...]
 
         llm = plan_inference(host, facts, settings, llm, _ports_taken(settings, roles))
         warnings += llm_warnings
+    rabbitmq = None
     if "broker" in roles:
         redis = plan_redis(facts, settings, shares_with_workers=len(roles) > 1)
-    return HostPlan(host, facts, tuple(roles), embedding, llm, redis, tuple(warnings))
+    if "broker" in roles and settings["broker"] == "rabbitmq":
+        rabbitmq = plan_rabbitmq(facts, settings, shares_with_workers=len(roles) > 1)
+    return HostPlan(host, facts, tuple(roles), embedding, llm, redis, tuple(warnings),
+                    rabbitmq)

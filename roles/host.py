@@ -12,7 +12,8 @@ from .fake_backend import fake_backend
 from .flower import flower, retire_flower
 from .llm_server import llm_server, retire_llm_server
 from .llm_worker import llm_worker, retire_stale_llm_workers
-from .redis_broker import redis_broker
+from .rabbitmq_broker import celery_settings_module, dead_letter_queue, rabbitmq_broker
+from .redis_broker import broker_firewall, redis_broker
 from .units import retire_worker, retire_worker_group, worker_group
 from .worker_base import worker_base
 from .worker_check import check_workers
@@ -21,7 +22,12 @@ from .worker_check import check_workers
 def fleet_host(h: PlannedHost) -> None:
     changes = []
     if "broker" in h.roles:
-        changes += redis_broker(h)
+        firewall = broker_firewall(h)
+        changes += firewall
+        if h.runs_redis:
+            changes += redis_broker(h)
+        if h.rabbitmq is not None:
+            changes += rabbitmq_broker(h)
     if "broker" in h.roles and h.settings["flower"]:
         flower(h)
     else:
@@ -29,7 +35,7 @@ def fleet_host(h: PlannedHost) -> None:
     if h.settings["fake_openai_backend"]:
         fake_backend(h)
     if "embedding" in h.roles or "llm" in h.roles:
-        app_changes = worker_base(h)
+        app_changes = worker_base(h) + celery_settings_module(h)
         changes += app_changes
         if "embedding" in h.roles:
             changes += embedding_worker(h, app_changes)
@@ -38,10 +44,14 @@ def fleet_host(h: PlannedHost) -> None:
             changes += llm_server(h)  # before its workers: they call it
             changes += llm_worker(h, app_changes)
         worker_group(h)
+        if h.rabbitmq is not None:
+            dead_letter_queue(h, layout.EMBEDDING_ENV if "embedding" in h.roles
+                              else layout.LLM_ENV, changes)
         check_workers(h, changes)
     else:
         retire_worker_group()
     if "client" in h.roles:
+        celery_settings_module(h)
         celery_client(h)
     else:
         retire_client()

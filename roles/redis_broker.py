@@ -16,13 +16,10 @@ from celery_fleet.redis_state import needs_live_aof_switch
 from .rendered import template
 
 
-@deploy("Redis broker")
-def redis_broker(h: PlannedHost) -> list:
-    before = host.get_fact(RedisState)  # read before this run changes anything
-    apt.packages(name="Install Redis and nftables", packages=["redis-server", "nftables"],
-                 update=True, cache_time=86400)
-    if needs_live_aof_switch(before):  # first, before anything of ours touches Redis
-        keep_data(before)
+@deploy("Broker firewall")
+def broker_firewall(h: PlannedHost) -> list:
+    """The broker's own nftables table: Redis (and RabbitMQ, Flower) for the fleet only."""
+    apt.packages(name="Install nftables", packages=["nftables"], update=True, cache_time=86400)
     rules = template("Render the firewall rules: only the fleet's hosts reach Redis",
                      layout.FIREWALL_RULES, mode="600", **render.redis_firewall(h))
     firewall_unit = template("Render the firewall unit", layout.unit_path(layout.FIREWALL_UNIT),
@@ -34,6 +31,17 @@ def redis_broker(h: PlannedHost) -> list:
         running=True, restarted=True, _if=any_changed(rules, firewall_unit))
     firewall = systemd.service(name="Ensure the firewall rules are loaded at boot",
                                service=layout.FIREWALL_UNIT, running=True, enabled=True)
+    return [rules, firewall_unit, firewall_restart, firewall]
+
+
+@deploy("Redis broker")
+def redis_broker(h: PlannedHost) -> list:
+    """Redis: the broker (broker: redis), and the results and rate limit whichever it is."""
+    before = host.get_fact(RedisState)  # read before this run changes anything
+    apt.packages(name="Install Redis", packages=["redis-server"], update=True,
+                 cache_time=86400)
+    if needs_live_aof_switch(before):  # first, before anything of ours touches Redis
+        keep_data(before)
     conf = template("Configure Redis: private address, password, maxmemory, noeviction, AOF",
                     layout.REDIS_CONF, user="redis", group="redis", mode="640",
                     **render.redis_conf(h))
@@ -42,7 +50,7 @@ def redis_broker(h: PlannedHost) -> list:
                               _if=conf.did_change)
     running = systemd.service(name="Ensure Redis runs and starts at boot",
                               service=layout.REDIS_UNIT, running=True, enabled=True)
-    return [rules, firewall_unit, firewall_restart, firewall, conf, restart, running]
+    return [conf, restart, running]
 
 
 def keep_data(before: dict) -> None:

@@ -21,4 +21,4 @@ def planned_host(ram_mb=4096, cores=1, gpus=(), data=None, roles=ALL_ROLES, name
     return PlannedHost(name, tuple(roles), plan_host(name, facts, settings, tuple(roles)),
                        settings, address, BROKER, (address,), visibility_timeout_s,
                        embedding_api_key=settings["embedding_api_key"],
-                       llm_api_key=settings["llm_api_key"])
+                       llm_api_key=settings["llm_api_key"], runs_redis="broker" in roles)

@@ -17,8 +17,9 @@ from celery_fleet.settings import DEFAULTS, EMBEDDING_POOLS, LLM_CPU_POOLS, LLM_
 
 ROOT = Path(__file__).resolve().parents[1]
 # what the LLM instance .env sets for the inference libraries, not for the application
+# read by libraries, Python and Celery themselves (CELERY_CONFIG_MODULE: Celery's loader)
 LIBRARY_VARIABLES = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                     "CUDA_VISIBLE_DEVICES"}
+                     "CUDA_VISIBLE_DEVICES", "CELERY_CONFIG_MODULE", "PYTHONPATH"}
 
 
 def test_the_unit_restarts_on_the_exit_code_the_memory_watch_uses():

@@ -15,7 +15,7 @@ from rolekit import FRESH, NOW, UnknownFact, World, converged, facts_of, run_rol
 from roles.embedding_worker import embedding_worker
 from roles.host import fleet_host
 from roles.retire import retire_host
-from roles.redis_broker import redis_broker
+from roles.redis_broker import broker_firewall, redis_broker
 
 UNITS = layout.UNIT_DIR
 CONF = layout.CONFIG_DIR
@@ -214,7 +214,7 @@ def test_a_changed_plan_restarts_exactly_the_worker_it_changes(first_runs):
 def test_a_new_fleet_host_opens_the_firewall_and_touches_nothing_else(first_runs):
     before = converged(first_runs["broker"])
     wider = replace(BROKER, fleet_addresses=BROKER.fleet_addresses + ("10.0.0.10",))
-    assert changing(run_role(redis_broker, wider, facts=before)) == [
+    assert changing(run_role(broker_firewall, wider, facts=before)) == [
         "Render the firewall rules: only the fleet's hosts reach Redis",
         "Load the firewall rules again (they changed)"]
 
@@ -225,7 +225,7 @@ def test_apt_updates_again_once_its_cache_is_a_day_old(first_runs):
     later = {**converged(first_runs["broker"]), "server.Date": NOW + timedelta(days=2)}
     assert [(op.name, op.commands) for op in run_role(redis_broker, BROKER, facts=later)
             if op.changes] == [
-        ("Install Redis and nftables",
+        ("Install Redis",
          ("apt-get update", "touch /var/lib/apt/periodic/update-success-stamp"))]
 
 

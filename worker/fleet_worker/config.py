@@ -46,6 +46,11 @@ class WorkerConfig:
         be delivered again. Every task slot may ack and store a result at the same moment."""
         return 2 * self.concurrency + REDIS_CONNECTIONS_SPARE
 
+    @property
+    def broker_is_rabbitmq(self) -> bool:
+        """amqp://: RabbitMQ's quorum queues (docs/BROKERS.md); else Redis."""
+        return self.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
     visibility_timeout_s: int = 0
     memory_recycle_mb: int = 0  # 0: no memory watch (fleet_worker/memory.py)
     memory_check_s: float = 30

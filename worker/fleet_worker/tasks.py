@@ -52,7 +52,8 @@ def rate_limit() -> FleetRateLimit | None:
     if not config.embedding_rate_limit_per_s:
         return None
     return _own("ratelimit", lambda: FleetRateLimit(
-        redis.Redis.from_url(config.broker_url, max_connections=max(config.concurrency, 1) + 2),
+        # Redis keeps the results whichever the broker (with RabbitMQ too): the bucket is there
+        redis.Redis.from_url(config.result_backend, max_connections=max(config.concurrency, 1) + 2),
         RATE_LIMIT_KEY, config.embedding_rate_limit_per_s, config.embedding_rate_burst))
 
 
