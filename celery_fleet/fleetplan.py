@@ -68,12 +68,16 @@ class RabbitmqCluster:
     port: int
     password: str = ""  # secrets; "" where not asked for (fleet plan, fleet status)
     erlang_cookie: str = ""
+    first: int = 0  # the node this host connects to first
 
     @property
     def url(self) -> str:
-        """Every node, in order: Celery and kombu fail over to the next one (';' separated,
-        Celery's "broker_url" failover list) when the one they use goes away."""
-        return ";".join(layout.amqp_url(self.password, a, self.port) for a in self.addresses)
+        """Every node, starting at this host's own first: Celery and kombu fail over to the
+        next one (';' separated, Celery's broker_url failover list) when the one they use goes
+        away. The hosts start at different nodes: connections, and the quorum queues' leaders
+        (placed on the node of the client that declares them), spread over the cluster."""
+        order = self.addresses[self.first:] + self.addresses[:self.first]
+        return ";".join(layout.amqp_url(self.password, a, self.port) for a in order)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -215,12 +219,15 @@ def plan_fleet(hosts: list[HostInput], controller_checks: ControllerChecks | Non
     addresses = tuple(sorted({private_address(h, settings[h.name]) for h in fleet}))
     visibility = visibility_timeout([settings[name] for name in plans])
     by_name = {h.name: h for h in fleet}
+    order = {name: i for i, name in enumerate(sorted(by_name))}
     return {name: PlannedHost(name, by_name[name].roles, plan, settings[name],
                               private_address(by_name[name], settings[name]), broker, addresses,
                               visibility,
                               flower_password=flower_password if name == broker_host.name
                               else "",
-                              task_events=broker_settings["flower"], rabbitmq=rabbitmq,
+                              task_events=broker_settings["flower"],
+                              rabbitmq=rabbitmq and replace(
+                                  rabbitmq, first=order[name] % len(rabbitmq.addresses)),
                               runs_redis=name == broker_host.name, **keys.get(name, {}))
             for name, plan in plans.items()}, []
 

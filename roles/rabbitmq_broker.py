@@ -10,6 +10,7 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -30,8 +31,7 @@ POLICY_RC_D = "/usr/sbin/policy-rc.d"
 def rabbitmq_broker(h: PlannedHost) -> list:
     """After the broker's firewall (roles/redis_broker.py): RabbitMQ listens behind it."""
     cluster = h.rabbitmq
-    fresh = not host.get_fact(File, path="/usr/sbin/rabbitmqctl")
-    if fresh:
+    if "rabbitmq-server" not in host.get_fact(DebPackages):
         server.shell(name="Install RabbitMQ without starting it (it first starts configured)",
                      commands=[f"printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && "
                                f"chmod 755 {POLICY_RC_D} && apt-get update -qq && "

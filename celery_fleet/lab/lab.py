@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import re
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from . import host as hostlib
 from . import network
 from .image import DEFAULT_SUITE, SUITES, Image, machine_mirror
 from .spec import HostSpec, LabHost, SpecError, place_hosts
-from .system import (LabError, LabUnavailable, ensure_host_tools, mounts_under, run,
+from .system import (LabError, LabUnavailable, ensure_host_tools, mounts_under, run, wait_for,
                      why_unavailable)
 
 DEFAULT_HOME = "/var/lib/celery-fleet/lab"  # image cache and per-instance state
@@ -234,6 +235,37 @@ class Lab:
             failed = run([*ssh, "systemctl", "--failed", "--no-legend", "--plain"],
                          check=False).stdout.strip()
             system_state += f" (failed units: {failed or 'none listed'})"
+        return system_state
+
+    # ---- a power cut, and the power back (tests of losing a machine) ---------------------
+
+    def power_cut(self, name: str) -> None:
+        """Every process of the host dies at once (SIGKILL), as when its power is cut: no
+        shutdown, nothing flushed. Its disk (the overlay), address and cgroups stay."""
+        if hostlib.cgroup_pids(self.instance, name):
+            for pid in hostlib.cgroup_pids(self.instance, name):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if not wait_for(lambda: not hostlib.cgroup_pids(self.instance, name), 10):
+            raise LabError(f"{name}: processes survive SIGKILL")
+        self.say(f"{name}: power cut")
+
+    def power_on(self, name: str) -> str:
+        """Boot a host whose power was cut, on the disk it had; its systemd state."""
+        state = self.load_state()
+        record = next(h for h in state["hosts"] if h["spec"]["name"] == name)
+        specs = tuple(HostSpec.from_dict(h["spec"]) for h in state["hosts"])
+        lab_host = next(h for h in place_hosts(specs, state["subnet"], self.instance)
+                        if h.name == name)
+        paths = hostlib.overlay_paths(self.hosts_dir, name)
+        options = hostlib.write_hardware(paths["merged"], lab_host.spec, os.cpu_count() or 1)
+        record["pid"] = hostlib.boot(self.instance, lab_host, paths["merged"],
+                                     paths["console"], options)
+        self._save_state(state)
+        system_state = self._wait_ready(lab_host)
+        self.say(f"{name}: powered on again ({system_state})")
         return system_state
 
     def _console_tail(self, name: str, lines: int = 15) -> str:

@@ -1,0 +1,176 @@
+"""broker: rabbitmq on the lab (issue #14): three brokers in a cluster of quorum queues, a
+worker host and a producer host; what the Redis fleet's reliability tests do (tests/lab/
+test_recovery.py), and the loss of a whole broker machine. Nothing may be lost: every task
+completes with its right result; tasks that ran twice are reported (acks late allows it).
+
+Its own lab (instance "rabbit", 10.77.8.0/24), brought up once for the module.
+benchmarks/broker_faults.py repeats these faults (10 runs) and prints the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from celery_fleet.lab import Lab, parse_hosts
+from celery_fleet.lab import load
+from celery_fleet.lab.pytest_plugin import RunningLab, require_lab
+
+from .conftest import ROOT, deploy
+
+pytestmark = pytest.mark.lab
+
+INSTANCE, SUBNET = "rabbit", "10.77.8.0/24"
+HOSTS = ("b1:ram=2G,cores=1,roles=broker b2:ram=2G,cores=1,roles=broker "
+         "b3:ram=2G,cores=1,roles=broker w1:ram=4G,cores=2,roles=embedding+llm "
+         "app:ram=1G,cores=1,roles=client")
+BROKERS = ("b1", "b2", "b3")
+WORKERS = ("w1",)
+DATA = {"broker": "rabbitmq",
+        # slow enough that tasks are surely running when the fault strikes
+        "fake_openai_latency_ms": 400, "fake_openai_completion_cpu_ms": 3000}
+INVENTORY = f"""
+import os
+from celery_fleet.lab import Lab
+from celery_fleet.lab.inventory import inventory_groups
+
+_groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
+for _hosts in _groups.values():
+    for _name, _data in _hosts:
+        _data.update({DATA!r})
+globals().update(_groups)
+"""
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory):
+    require_lab()
+    lab = Lab(instance=INSTANCE, subnet=SUBNET, suite="bookworm")
+    running = RunningLab(lab, lab.up(parse_hosts(HOSTS)))
+    inventory = tmp_path_factory.mktemp("rabbit") / "inventory_rabbitmq.py"
+    inventory.write_text(INVENTORY)
+    running.inventory = str(inventory)
+    yield running
+    if os.environ.get("FLEET_LAB_KEEP") != "1":
+        lab.down()
+
+
+@pytest.fixture(scope="module")
+def deployed_rabbit(rabbit):
+    return deploy(rabbit, rabbit.inventory)
+
+
+def ctl(lab, host: str, command: str) -> str:
+    return lab.ssh(host, f"rabbitmqctl -q {command}", timeout=60).stdout
+
+
+def running_nodes(lab, host: str) -> list[str]:
+    status = json.loads(ctl(lab, host, "cluster_status --formatter json"))
+    return sorted(status["running_nodes"])
+
+
+def first_broker(lab, host: str) -> str:
+    """The broker this host connects to first (the head of its failover list)."""
+    env = lab.ssh(host, "cat /etc/celery-fleet/embedding-worker.env").stdout
+    url = next(line for line in env.splitlines() if line.startswith("CELERY_BROKER_URL="))
+    address = url.split("@", 1)[1].split(":", 1)[0]
+    return next(name for name in BROKERS if lab.ip(name) == address)
+
+
+def test_the_cluster_is_formed_and_a_second_deploy_changes_nothing(rabbit, deployed_rabbit):
+    nodes = sorted(f"rabbit@{rabbit.ip(b)}" for b in BROKERS)
+    for broker in BROKERS:
+        assert running_nodes(rabbit, broker) == nodes
+    queues = ctl(rabbit, "b1", "list_queues -p celery-fleet name type policy --no-table-headers")
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in queues.splitlines()}
+    for queue in ("embeddings", "llm"):
+        assert rows[queue] == ["quorum", "celery-fleet-quorum"], rows
+    assert rows["celery-fleet.dead-letter"][0] == "quorum"
+    users = ctl(rabbit, "b1", "list_users --no-table-headers")
+    assert [line.split("\t")[0] for line in users.splitlines()] == ["celery-fleet"]  # no guest
+    # AMQP and the cluster's port on the private address only; Redis (results) on b1 only
+    listening = rabbit.ssh("b2", "ss -ltnH").stdout
+    assert f"{rabbit.ip('b2')}:5672 " in listening and "0.0.0.0:5672" not in listening
+    assert ":6379 " not in listening
+    # the fleet's secrets never reach pyinfra's output
+    for name in ("b1.rabbitmq_password", "b1.erlang_cookie"):
+        secret = (ROOT / ".fleet-secrets" / name).read_text().strip()
+        assert secret not in deployed_rabbit["output"]
+    # each worker and producer has every broker, starting at its own
+    client = rabbit.ssh("app", "cat /etc/celery-fleet-client.env").stdout
+    assert client.count("amqp://celery-fleet:") == 3 and "CELERY_CONFIG_MODULE=" in client
+    again = deploy(rabbit, rabbit.inventory)
+    assert again["changed"] == 0, again["output"][-3000:]
+
+
+def test_kill_9_of_workers_under_load_loses_no_task(rabbit, deployed_rabbit, capsys):
+    """RabbitMQ hands a consumer's unacknowledged deliveries back the moment its connection
+    drops: unlike Redis (a message popped and not yet recorded is gone), nothing is lost."""
+    units = ("celery-embedding-worker@1.service", "celery-llm-worker@cpu.service")
+
+    def kill():
+        for unit in units:
+            rabbit.ssh("w1", f"kill -9 {load.main_pid(rabbit, 'w1', unit)}")
+
+    result = load.under_load(rabbit, WORKERS, "killed", kill)
+    with capsys.disabled():
+        print("\n    " + result.line("RabbitMQ, kill -9 of 2 workers"))
+    assert (result.lost, result.wrong) == ([], [])
+    assert result.twice <= 8 + 4 + 1  # at most what the dead workers held (their prefetch)
+
+
+def test_a_broker_machine_lost_under_load_loses_no_task_and_rejoins(rabbit, deployed_rabbit,
+                                                                     capsys):
+    """The power of the broker the worker is connected to (and where its queues' leaders
+    are) is cut while tasks flow: the worker fails over to the next broker, the queues elect
+    a new leader among the two left, every task completes. Powered on, the node rejoins."""
+    victim = first_broker(rabbit, "w1")
+    assert victim != "b1", "the test cuts a broker that does not keep Redis (the results)"
+    result = load.under_load(rabbit, WORKERS, "power-cut", lambda: rabbit.lab.power_cut(victim))
+    with capsys.disabled():
+        print("\n    " + result.line(f"RabbitMQ, power cut of {victim}"))
+    assert (result.lost, result.wrong) == ([], [])
+    others = [b for b in BROKERS if b != victim]
+    assert running_nodes(rabbit, others[0]) == sorted(f"rabbit@{rabbit.ip(b)}" for b in others)
+    # the fleet keeps consuming with one broker down
+    fresh = load.under_load(rabbit, WORKERS, "one-down", lambda: None, 150, 1)
+    assert (fresh.lost, fresh.wrong) == ([], [])
+
+    rabbit.lab.power_on(victim)
+    rabbit.ssh(victim, "rabbitmqctl -q await_startup --timeout 120", timeout=150)
+    nodes = sorted(f"rabbit@{rabbit.ip(b)}" for b in BROKERS)
+    assert running_nodes(rabbit, victim) == nodes
+    members = ctl(rabbit, victim, "list_queues -p celery-fleet name online --no-table-headers")
+    online = {line.split("\t")[0]: line.split("\t")[1] for line in members.splitlines()}
+    assert online["embeddings"].count("rabbit@") == 3, online
+
+
+def test_a_rolling_restart_of_the_brokers_under_load_loses_no_task(rabbit, deployed_rabbit,
+                                                                   capsys):
+    def restart_each():
+        for broker in BROKERS:
+            rabbit.ssh(broker, "systemctl restart rabbitmq-server", timeout=180)
+
+    result = load.under_load(rabbit, WORKERS, "rolling", restart_each)
+    with capsys.disabled():
+        print("\n    " + result.line("RabbitMQ, rolling restart of 3 brokers"))
+    assert (result.lost, result.wrong) == ([], [])
+
+
+def test_a_redeploy_that_restarts_the_workers_under_load_loses_no_task(rabbit, deployed_rabbit,
+                                                                       tmp_path, capsys):
+    """A new plan (another concurrency) rolls over the workers while tasks flow: warm
+    shutdown, the rest go back to the queue."""
+    changed = tmp_path / "inventory_changed.py"
+    changed.write_text(INVENTORY.replace('"broker": "rabbitmq"',
+                                         '"broker": "rabbitmq", "embedding_concurrency": 6'))
+    outcome = {}
+    result = load.under_load(rabbit, WORKERS, "redeploy",
+                             lambda: outcome.update(deploy(rabbit, str(changed))))
+    with capsys.disabled():
+        print("\n    " + result.line("RabbitMQ, redeploy with tasks flowing"))
+    assert outcome["changed"] > 0
+    assert (result.lost, result.wrong) == ([], [])
+    deploy(rabbit, rabbit.inventory)
