@@ -113,7 +113,7 @@ RABBITMQ_CLI_PORTS = (35672, 35682)
 RABBITMQ_DELIVERY_LIMIT = 20
 RABBITMQ_DEAD_LETTER = "celery-fleet.dead-letter"  # the exchange and its one quorum queue
 # Celery's settings for quorum queues, for any application: loaded through
-# CELERY_CONFIG_MODULE from this directory (files/celery_fleet_rabbitmq.py)
+# CELERY_CONFIG_MODULE from this directory (templates/celery_fleet_rabbitmq.py.j2)
 PYTHON_DIR = f"{HELPER_DIR}/python"
 RABBITMQ_CELERY_CONFIG_MODULE = "celery_fleet_rabbitmq"
 

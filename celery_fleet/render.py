@@ -74,15 +74,23 @@ def rabbitmq_env(h: PlannedHost) -> dict:
 
 def rabbitmq_setup_args(h: PlannedHost) -> tuple:
     """files/rabbitmq-setup's arguments: no secret (the password is read from its file)."""
-    queues = sorted(set(h.settings["embedding_queues"]) | set(h.settings["llm_queues"]))
+    queues = _fleet_queues(h)
     return (layout.RABBITMQ_VHOST, layout.RABBITMQ_USER, layout.RABBITMQ_PASSWORD_FILE,
             "^(" + "|".join(re.escape(q) for q in queues) + ")$",
             layout.RABBITMQ_DEAD_LETTER, layout.RABBITMQ_DELIVERY_LIMIT)
 
 
+def celery_rabbitmq_settings(h: PlannedHost) -> dict:
+    return {"queues": repr(_fleet_queues(h))}
+
+
+def _fleet_queues(h: PlannedHost) -> list[str]:
+    return sorted(set(h.settings["embedding_queues"]) | set(h.settings["llm_queues"]))
+
+
 def broker_config(h: PlannedHost) -> dict:
     """What a Celery app needs beside the URLs: with RabbitMQ, the quorum queues' settings
-    (files/celery_fleet_rabbitmq.py, through CELERY_CONFIG_MODULE)."""
+    (templates/celery_fleet_rabbitmq.py.j2, through CELERY_CONFIG_MODULE)."""
     if h.rabbitmq is None:
         return {"config_module": "", "python_path": ""}
     return {"config_module": env_quote(layout.RABBITMQ_CELERY_CONFIG_MODULE),

@@ -7,6 +7,7 @@ marked `!!` in the text and an entry of `differences`; `fleet status` exits 1 wh
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from . import layout
@@ -37,7 +38,12 @@ class HostReading:
 def expected_units(reading: HostReading) -> list[str]:
     units = []
     if "broker" in reading.roles:
-        units += [layout.REDIS_UNIT, layout.FIREWALL_UNIT]
+        units.append(layout.FIREWALL_UNIT)
+        # with RabbitMQ, Redis (results) runs on the first broker only
+        if reading.plan is None or reading.plan.redis:
+            units.append(layout.REDIS_UNIT)
+        if reading.plan and reading.plan.rabbitmq:
+            units.append(layout.RABBITMQ_UNIT)
     if reading.plan and layout.planned_workers(reading.plan):
         units += [w.unit for w in layout.planned_workers(reading.plan)]
         units.append(layout.WORKER_GROUP_UNIT)
@@ -104,6 +110,9 @@ def build(readings: list[HostReading], fleet: dict, previous: dict | None = None
             differences.append(f"worker {node} answers but is in no host's plan (a host left "
                                "out of the inventory still runs it)")
     queues = _queues(fleet, differences)
+    rabbitmq = _rabbitmq(fleet, differences)
+    if rabbitmq:
+        queues = rabbitmq.pop("queue_rows")
     redis = fleet.get("redis")
     if redis and redis.get("maxmemory_mb") and \
             redis["used_mb"] > redis["maxmemory_mb"] * REDIS_FULL_SHARE:
@@ -111,8 +120,55 @@ def build(readings: list[HostReading], fleet: dict, previous: dict | None = None
                            "maxmemory: near full, it will refuse new tasks (noeviction)")
     if fleet.get("fleet_problem"):
         differences.append(f"the broker cannot be asked: {fleet['fleet_problem']}")
-    return {"hosts": hosts, "queues": queues, "unacked": fleet.get("unacked"), "redis": redis,
-            "differences": differences}
+    unacked = fleet.get("unacked")
+    if rabbitmq:
+        unacked = sum(q["unacked"] for q in queues)
+    return {"hosts": hosts, "queues": queues, "unacked": unacked, "redis": redis,
+            "rabbitmq": rabbitmq, "differences": differences}
+
+
+def _rabbitmq(fleet: dict, differences: list[str]) -> dict | None:
+    """broker: rabbitmq: the cluster's members, alarms, and each fleet queue's depth,
+    consumers, unacknowledged deliveries and replicas online (quorum health)."""
+    if "rabbitmq_nodes" not in fleet:
+        return None
+    nodes = fleet["rabbitmq_nodes"]
+    if "rabbitmq" not in fleet:
+        differences.append(f"rabbitmq cannot be asked: {fleet.get('rabbitmq_problem')}")
+        return None
+    seen = fleet["rabbitmq"]
+    running = sorted(seen["running_nodes"])
+    for node in sorted(set(nodes) - set(running)):
+        differences.append(f"rabbitmq node {node} is not running (asked {seen['asked']}): "
+                           f"its queues' replicas wait for it; {len(running)} of {len(nodes)} "
+                           "run")
+    for alarm in seen["alarms"]:
+        differences.append(f"rabbitmq alarm {json.dumps(alarm)}: publishers are blocked until "
+                           "it clears (memory or disk)")
+    rows = []
+    majority = len(nodes) // 2 + 1
+    for q in sorted(seen["queues"], key=lambda q: q["name"]):
+        if q["name"].startswith("celery_delayed_"):
+            continue  # Celery's native delayed delivery: shown only when unhealthy
+        online = len(q.get("online") or []) if q.get("type") == "quorum" else None
+        rows.append({"queue": q["name"], "waiting": q["messages_ready"],
+                     "unacked": q["messages_unacknowledged"], "consumers": q["consumers"],
+                     "type": q.get("type"), "online": online,
+                     "members": len(q.get("members") or [])})
+        if q["name"] == layout.RABBITMQ_DEAD_LETTER and q["messages_ready"]:
+            differences.append(f"queue {q['name']}: {q['messages_ready']} task(s) delivered "
+                               f"{layout.RABBITMQ_DELIVERY_LIMIT} times without an ack "
+                               "(they kill their worker?): look at them, then purge or resend")
+        elif q["messages_ready"] and not q["consumers"]:
+            differences.append(f"queue {q['name']}: {q['messages_ready']} task(s) waiting and "
+                               "no worker consumes it: they stay PENDING")
+    for q in seen["queues"]:
+        if q.get("type") == "quorum" and len(q.get("online") or []) < majority:
+            differences.append(f"queue {q['name']}: {len(q.get('online') or [])} of "
+                               f"{len(q.get('members') or [])} replicas online, no majority: "
+                               "it accepts and delivers nothing until a node comes back")
+    return {"asked": seen["asked"], "running_nodes": running, "nodes": nodes,
+            "alarms": seen["alarms"], "queue_rows": rows}
 
 
 def _unit_row(reading: HostReading, unit: str, planned: layout.PlannedWorker | None,
@@ -191,6 +247,14 @@ def format_report(report: dict, when: str) -> str:
                      f"{q['consumers']} worker(s) consume it")
     if report["unacked"] is not None:
         lines.append(f"taken by workers, not yet acknowledged: {report['unacked']}")
+    if report.get("rabbitmq"):
+        r = report["rabbitmq"]
+        lines.append(f"rabbitmq: {len(r['running_nodes'])} of {len(r['nodes'])} node(s) "
+                     f"running (asked {r['asked']}), alarms: {len(r['alarms']) or 'none'}")
+        for q in report["queues"]:
+            if q.get("online") is not None:
+                lines.append(f"  {q['queue']}: {q['online']} of {q['members']} replicas "
+                             f"online, {q['unacked']} unacknowledged")
     if report["redis"]:
         r = report["redis"]
         lines.append(f"redis: {r['used_mb']} MB used of {r['maxmemory_mb'] or '-'} MB maxmemory")

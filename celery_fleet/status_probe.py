@@ -27,11 +27,31 @@ from .remote import connect_inventory, run_command
 
 UNITS_COMMAND = (
     "hostname; units=$(systemctl list-units --all --plain --no-legend 'celery-*' "
-    f"'{layout.REDIS_UNIT}' 2>/dev/null | awk '{{print $1}}'); "
+    f"'{layout.REDIS_UNIT}' '{layout.RABBITMQ_UNIT}' 2>/dev/null | awk '{{print $1}}'); "
     'if [ -n "$units" ]; then systemctl show -p Id -p ActiveState -p SubState -p NRestarts '
     "-p MainPID $units; fi"
 )
 PARALLEL_HOSTS = 32
+# broker: rabbitmq: the cluster and the fleet's queues as one broker sees them (as root)
+RABBITMQ_COMMAND = (
+    "rabbitmqctl -q cluster_status --formatter json | tr -d '\\n'; echo; "
+    f"rabbitmqctl -q list_queues -p {layout.RABBITMQ_VHOST} name type messages_ready "
+    "messages_unacknowledged consumers members online --formatter json | tr -d '\\n'; echo"
+)
+
+
+def read_rabbitmq(host) -> dict:
+    """{"rabbitmq": {"running_nodes", "alarms", "queues"}} from one broker, or a problem."""
+    ok, lines, errors = run_command(host, RABBITMQ_COMMAND, sudo=True)
+    try:
+        cluster, queues = (json.loads(line) for line in lines[:2])
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        return {"rabbitmq_problem": f"{host.name}: rabbitmqctl failed: "
+                                    f"{' '.join(errors or lines)[-300:]}"}
+    return {"rabbitmq": {"asked": host.name, "running_nodes": cluster.get("running_nodes", []),
+                         "alarms": cluster.get("alarms", []), "queues": queues}}
 
 
 def _read_host(host, planned: PlannedHost, fleet_queues: list[str] | None
@@ -108,12 +128,26 @@ class FleetProbe:
         hosts = [h for h in self.inventory if host_roles(h)]
         with ctx_state.use(self.state):
             results = Pool(PARALLEL_HOSTS).map(read_one, hosts)
+            rabbitmq = self._read_rabbitmq(hosts, results)
         fleet = next((f for _, f in results if f), {})
         if not fleet:
             fleet = {"fleet_problem": f"the broker was not asked: {fleet_host} could not run "
                                       "the status command" if fleet_host else
                                       "no worker host was reached: the broker was not asked"}
-        return [reading for reading, _ in results], fleet
+        return [reading for reading, _ in results], {**fleet, **rabbitmq}
+
+    def _read_rabbitmq(self, hosts, results) -> dict:
+        """The first RabbitMQ broker that answers (another, when one is down)."""
+        cluster = next((p.rabbitmq for p in self.planned.values() if p.rabbitmq), None)
+        if cluster is None:
+            return {}
+        answer = {"rabbitmq_problem": "no broker was reached"}
+        for host, (reading, _) in zip(hosts, results):
+            if "broker" in reading.roles and reading.reachable and not reading.problem:
+                answer = read_rabbitmq(host)
+                if "rabbitmq" in answer:
+                    break
+        return {**answer, "rabbitmq_nodes": list(cluster.nodes)}
 
 
 def exit_status(readings, report) -> int:

@@ -12,7 +12,7 @@ from .fake_backend import fake_backend
 from .flower import flower, retire_flower
 from .llm_server import llm_server, retire_llm_server
 from .llm_worker import llm_worker, retire_stale_llm_workers
-from .rabbitmq_broker import celery_settings_module, dead_letter_queue, rabbitmq_broker
+from .rabbitmq_broker import celery_settings_module, rabbitmq_broker, rabbitmq_from_worker
 from .redis_broker import broker_firewall, redis_broker
 from .units import retire_worker, retire_worker_group, worker_group
 from .worker_base import worker_base
@@ -45,7 +45,7 @@ def fleet_host(h: PlannedHost) -> None:
             changes += llm_worker(h, app_changes)
         worker_group(h)
         if h.rabbitmq is not None:
-            dead_letter_queue(h, layout.EMBEDDING_ENV if "embedding" in h.roles
+            rabbitmq_from_worker(h, layout.EMBEDDING_ENV if "embedding" in h.roles
                               else layout.LLM_ENV, changes)
         check_workers(h, changes)
     else:

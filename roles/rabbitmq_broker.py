@@ -77,18 +77,26 @@ def rabbitmq_broker(h: PlannedHost) -> list:
     return [env, conf, cookie, password, restart, running, joined, *setup]
 
 
-@deploy("Dead-letter queue")
-def dead_letter_queue(h: PlannedHost, env_file: str, when: list) -> None:
-    """Declared from a worker (kombu is there; the brokers run no Python of ours)."""
-    files.put(name="Install rabbitmq-dead-letter (declares the dead-letter queue)",
-              src=str(layout.FILES_DIR / "rabbitmq-dead-letter"),
-              dest=f"{layout.HELPER_DIR}/rabbitmq-dead-letter", mode="644")
+@deploy("RabbitMQ from a worker")
+def rabbitmq_from_worker(h: PlannedHost, env_file: str, when: list) -> None:
+    """What needs a Celery client (a worker's Python; the brokers run no Python of ours): the
+    dead-letter queue, and the tasks a fleet that used Redis left in its queues."""
     python = f"{layout.worker_venv(h.settings['install_dir'])}/bin/python"
+    for script in ("rabbitmq-dead-letter", "fleet-move-queues"):
+        files.put(name=f"Install {script}", src=str(layout.FILES_DIR / script),
+                  dest=f"{layout.HELPER_DIR}/{script}", mode="644")
     server.shell(name=f"Declare the dead-letter exchange and queue {layout.RABBITMQ_DEAD_LETTER}",
                  commands=[f"{layout.ENV_EXEC} {env_file} {python} "
                            f"{layout.HELPER_DIR}/rabbitmq-dead-letter "
                            f"{layout.RABBITMQ_DEAD_LETTER}"],
                  _if=any_changed(*when))
+    # a fleet switching from Redis: its workers consume RabbitMQ now; what waited in Redis
+    # moves over (nothing, on any later run). Run as the service user, with its settings.
+    queues = " ".join(sorted(set(h.settings["embedding_queues"]) | set(h.settings["llm_queues"])))
+    server.shell(name="Move tasks left in Redis's queues to RabbitMQ (a fleet that used Redis)",
+                 commands=[f"{layout.ENV_EXEC} {env_file} {python} "
+                           f"{layout.HELPER_DIR}/fleet-move-queues {queues}"],
+                 _sudo_user=h.settings["service_user"], _if=any_changed(*when))
 
 
 def celery_settings_module(h: PlannedHost) -> list:
@@ -101,6 +109,5 @@ def celery_settings_module(h: PlannedHost) -> list:
         return []
     files.directory(name="Ensure the Python settings directory exists", path=layout.PYTHON_DIR,
                     user="root", group="root", mode="755")
-    return [files.put(name="Install Celery's settings for RabbitMQ's quorum queues",
-                      src=str(layout.FILES_DIR / f"{layout.RABBITMQ_CELERY_CONFIG_MODULE}.py"),
-                      dest=path, mode="644")]
+    return [template("Render Celery's settings for RabbitMQ's quorum queues", path,
+                     mode="644", **render.celery_rabbitmq_settings(h))]

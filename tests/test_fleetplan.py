@@ -181,3 +181,69 @@ def test_a_retired_host_leaves_the_fleet_whole_and_never_with_the_queues():
         "Move the broker first (another host in brokers, deploy, let this Redis drain: "
         "redis-cli LLEN on each queue), then remove Redis by hand (apt purge redis-server) and "
         "retire the host"]
+
+
+# ---- broker: rabbitmq (issue #14) ---------------------------------------------------------
+
+RABBIT = {"broker": "rabbitmq"}
+
+
+def rabbit_fleet(brokers=3, data=None, secrets=None):
+    hosts = [host(f"b{i}", ["broker"], {**RABBIT, "private_address": f"10.2.0.{i}",
+                                        **(data or {})}) for i in range(1, brokers + 1)]
+    hosts += [host("w1", ["embedding"], {**RABBIT, "private_address": "10.2.0.20"}),
+              host("web", ["client"], {**RABBIT, "private_address": "10.2.0.30"})]
+    return plan_fleet(hosts, secrets=secrets)
+
+
+def test_a_rabbitmq_fleet_lists_every_broker_each_host_starting_at_its_own():
+    secrets = FakeSecrets({"b1.rabbitmq_password": "rabbit-pass-0123456789",
+                           "b1.erlang_cookie": "COOKIE0123456789"})
+    planned, errors = rabbit_fleet(secrets=secrets)
+    assert errors == []
+    urls = {name: h.broker_url.split(";") for name, h in planned.items()}
+    assert urls["web"] == [f"amqp://celery-fleet:rabbit-pass-0123456789@10.2.0.{i}:5672/"
+                           "celery-fleet" for i in (2, 3, 1)]  # web: the 5th host by name
+    assert {u[0] for u in urls.values()} == {f"amqp://celery-fleet:rabbit-pass-0123456789@"
+                                             f"10.2.0.{i}:5672/celery-fleet" for i in (1, 2, 3)}
+    # results (and the rate limit) stay in Redis, on the first broker only
+    assert all(h.result_backend_url.endswith("@10.2.0.1:6379/0") for h in planned.values())
+    assert [n for n, h in planned.items() if h.runs_redis] == ["b1"]
+    assert planned["b2"].plan.redis is None and planned["b1"].plan.redis is not None
+    assert planned["b2"].plan.rabbitmq.memory_watermark_mb == 8192 // 4
+    assert planned["b1"].rabbitmq.nodes == ("rabbit@10.2.0.1", "rabbit@10.2.0.2",
+                                            "rabbit@10.2.0.3")
+    assert planned["b3"].rabbitmq.erlang_cookie == "COOKIE0123456789"
+    # fleet plan / fleet status: no secret asked for, none in the plan
+    planned, errors = rabbit_fleet()
+    assert errors == [] and ":@10.2.0.1:5672" in planned["b1"].broker_url
+
+
+def test_a_rabbitmq_cluster_is_1_3_5_or_7_brokers():
+    assert rabbit_fleet(1)[1] == [] and rabbit_fleet(5)[1] == []
+    errors = rabbit_fleet(2)[1]
+    assert len(errors) == 1 and "1 host, or 3, 5 or 7 for a cluster" in errors[0]
+    assert "it holds 2: b1, b2" in errors[0]
+
+
+def test_one_broker_serves_the_whole_fleet():
+    _, errors = plan_fleet([host("b", ["broker"], RABBIT), host("w", ["embedding"]),
+                            host("x", ["llm"], {"broker": "redis"})])
+    assert errors == ["broker differs between hosts (rabbitmq: b; redis: w, x): one broker "
+                      "serves the whole fleet; set broker in the inventory's data for all "
+                      "hosts"]
+
+
+def test_a_rabbitmq_node_needs_an_address_erlang_accepts_as_a_long_name():
+    _, errors = rabbit_fleet(1, {"private_address": "broker"})
+    assert errors == ["host 'b1': private_address='broker' is not accepted: an IP address or "
+                      "a fully qualified name: RabbitMQ's node is named after it "
+                      "(rabbit@ADDRESS, Erlang long names)"]
+
+
+def test_redis_fleets_are_unchanged_by_the_rabbitmq_fields():
+    planned, _ = plan_fleet([host("b", ["broker"]), host("w", ["embedding"])],
+                            secrets=FakeSecrets())
+    assert planned["w"].rabbitmq is None and planned["w"].broker_url.startswith("redis://")
+    assert planned["w"].result_backend_url == planned["w"].broker_url
+    assert planned["b"].plan.rabbitmq is None

@@ -361,3 +361,81 @@ def test_the_server_counts_as_started_once_it_answers(unit_root):
     gone = subprocess.run(command, env={"FLEET_SERVER_PORT": str(port),
                                         "MAINPID": str(server.pid)}, timeout=30)
     assert gone.returncode == 1
+
+
+# ---- broker: rabbitmq (issue #14) ---------------------------------------------------------
+
+def rabbit_host(roles=("broker",), address="10.0.0.6"):
+    from celery_fleet.fleetplan import RabbitmqCluster
+
+    cluster = RabbitmqCluster(("10.0.0.5", "10.0.0.6", "10.0.0.7"), 5672, "rabbit-pass-0123456",
+                              "COOKIE0123456789")
+    return replace(deploy_of(ram_mb=8192, cores=2, roles=roles, data={"broker": "rabbitmq"}),
+                   private_address=address, rabbitmq=cluster, runs_redis=False,
+                   fleet_addresses=("10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.20"))
+
+
+def test_rabbitmq_conf_binds_the_private_address_and_names_the_cluster():
+    h = rabbit_host()
+    text = render.render("rabbitmq.conf.j2", render.rabbitmq_conf(h))
+    assert "listeners.tcp.1 = 10.0.0.6:5672\n" in text
+    assert "distribution.listener.interface = 10.0.0.6\n" in text
+    assert "distribution.listener.port_range.min = 25672\n" in text
+    assert [line.split(" = ")[1] for line in text.splitlines()
+            if line.startswith("cluster_formation.classic_config.nodes.")] == [
+        "rabbit@10.0.0.5", "rabbit@10.0.0.6", "rabbit@10.0.0.7"]
+    assert "vm_memory_high_watermark.absolute = 2048MB\n" in text  # a quarter of 8 GB
+    assert "disk_free_limit.absolute = 1024MB\n" in text
+    # a delivery may stay unacknowledged as long as Redis's visibility_timeout allows
+    assert f"consumer_timeout = {h.visibility_timeout_s * 1000}\n" in text
+    env = render.render("rabbitmq-env.conf.j2", render.rabbitmq_env(rabbit_host()))
+    assert "NODENAME=rabbit@10.0.0.6\nUSE_LONGNAME=true\n" in env
+
+
+def test_rabbitmq_firewall_admits_the_fleet_to_amqp_and_only_brokers_to_the_cluster(tmp_path):
+    text = render.render("redis-firewall.nft.j2", render.redis_firewall(rabbit_host()))
+    assert ("tcp dport 5672 ip saddr { 10.0.0.20, 10.0.0.5, 10.0.0.6, 10.0.0.7, 127.0.0.1 } "
+            "accept") in text
+    assert ("tcp dport { 4369, 25672, 35672-35682 } ip saddr { 10.0.0.5, 10.0.0.6, 10.0.0.7, "
+            "127.0.0.1 } accept") in text
+    assert "tcp dport { 4369, 25672, 35672-35682 } counter drop" in text
+    # and no RabbitMQ rule with Redis
+    assert "5672" not in render.render("redis-firewall.nft.j2", render.redis_firewall(
+        deploy_of(roles=("broker",))))
+
+
+def test_the_celery_settings_module_declares_the_fleets_queues_as_quorum_queues():
+    from kombu import Queue
+
+    w = rabbit_host(roles=("embedding", "llm"), address="10.0.0.20")
+    text = render.render("celery_fleet_rabbitmq.py.j2", render.celery_rabbitmq_settings(w))
+    settings: dict = {}
+    exec(compile(text, "celery_fleet_rabbitmq.py", "exec"), settings)
+    queues = {q.name: q for q in settings["task_queues"]}
+    assert sorted(queues) == ["embeddings", "llm"]
+    assert all(isinstance(q, Queue) and q.queue_arguments == {"x-queue-type": "quorum"}
+               and q.exchange.name == q.name and q.routing_key == q.name
+               for q in queues.values())
+    assert settings["broker_transport_options"] == {"confirm_publish": True}
+    assert settings["task_default_queue_type"] == "quorum"
+    # and every worker and producer loads it: Celery reads CELERY_CONFIG_MODULE
+    env = render.render("embedding-worker.env.j2", {
+        **render._worker_env(w, "embedding", "threads", 4, 300, 1024),
+        "concurrency": '"8"', "api_url": '""', "model": '""', "api_key": '""',
+        "rate_limit_per_s": '"0"', "rate_burst": '"1"'})
+    assert 'CELERY_CONFIG_MODULE="celery_fleet_rabbitmq"\n' in env
+    assert f'PYTHONPATH="{layout.PYTHON_DIR}"\n' in env
+    assert env.count("amqp://celery-fleet:rabbit-pass-0123456@") == 3
+    assert 'CELERY_RESULT_BACKEND="redis://' in env
+    client = render.render("celery-fleet-client.env.j2", render.client_env(w))
+    assert "CELERY_CONFIG_MODULE=" in client and "PYTHONPATH=" in client
+    # with Redis, none of it
+    assert "CELERY_CONFIG_MODULE" not in render.render(
+        "celery-fleet-client.env.j2", render.client_env(deploy_of(roles=("client",))))
+
+
+def test_the_rabbitmq_setup_gets_no_secret_on_its_command_line():
+    args = render.rabbitmq_setup_args(rabbit_host())
+    assert args == ("celery-fleet", "celery-fleet", layout.RABBITMQ_PASSWORD_FILE,
+                    "^(embeddings|llm)$", "celery-fleet.dead-letter", 20)
+    assert "rabbit-pass" not in " ".join(map(str, args))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 
 import pytest
 
@@ -31,7 +32,7 @@ WORKERS = ("w1",)
 DATA = {"broker": "rabbitmq",
         # slow enough that tasks are surely running when the fault strikes
         "fake_openai_latency_ms": 400, "fake_openai_completion_cpu_ms": 3000}
-INVENTORY = f"""
+INVENTORY = """
 import os
 from celery_fleet.lab import Lab
 from celery_fleet.lab.inventory import inventory_groups
@@ -39,9 +40,13 @@ from celery_fleet.lab.inventory import inventory_groups
 _groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
 for _hosts in _groups.values():
     for _name, _data in _hosts:
-        _data.update({DATA!r})
+        _data.update(DATA)
 globals().update(_groups)
 """
+
+
+def inventory_text(data: dict) -> str:
+    return INVENTORY.replace("DATA", repr(data))
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +55,31 @@ def rabbit(tmp_path_factory):
     lab = Lab(instance=INSTANCE, subnet=SUBNET, suite="bookworm")
     running = RunningLab(lab, lab.up(parse_hosts(HOSTS)))
     inventory = tmp_path_factory.mktemp("rabbit") / "inventory_rabbitmq.py"
-    inventory.write_text(INVENTORY)
+    inventory.write_text(inventory_text(DATA))
     running.inventory = str(inventory)
     yield running
     if os.environ.get("FLEET_LAB_KEEP") != "1":
         lab.down()
 
 
+REDIS_FIRST = INVENTORY.replace("globals().update(_groups)", """
+_groups["brokers"] = [h for h in _groups["brokers"] if h[0] == "b1"]
+globals().update(_groups)""")
+
+
 @pytest.fixture(scope="module")
-def deployed_rabbit(rabbit):
-    return deploy(rabbit, rabbit.inventory)
+def deployed_rabbit(rabbit, tmp_path_factory):
+    """An operator's fleet that ran on Redis switches to RabbitMQ with tasks still queued:
+    deployed with Redis on b1 first, its workers stopped, 40 + 2 tasks sent; then deployed
+    with broker: rabbitmq (three brokers). The deploy moves the tasks Redis held."""
+    redis_inventory = tmp_path_factory.mktemp("redis") / "inventory_redis_first.py"
+    redis_inventory.write_text(REDIS_FIRST.replace("DATA", repr({**DATA, "broker": "redis"})))
+    deploy(rabbit, str(redis_inventory))
+    rabbit.ssh("w1", "systemctl stop celery-worker")
+    ids = load.submit(rabbit, "w1", "queued-in-redis", 40, 2)
+    result = deploy(rabbit, rabbit.inventory)
+    result["moved"] = load.results_by_deadline(rabbit, "w1", ids, timeout=300)
+    return result
 
 
 def ctl(lab, host: str, command: str) -> str:
@@ -77,6 +97,16 @@ def first_broker(lab, host: str) -> str:
     url = next(line for line in env.splitlines() if line.startswith("CELERY_BROKER_URL="))
     address = url.split("@", 1)[1].split(":", 1)[0]
     return next(name for name in BROKERS if lab.ip(name) == address)
+
+
+def test_tasks_queued_in_redis_are_moved_to_rabbitmq_when_the_fleet_switches(
+        rabbit, deployed_rabbit):
+    assert deployed_rabbit["moved"] == load.expected("queued-in-redis", 40, 2)
+    # nothing is left in Redis's queues; Redis keeps the results
+    left = load.as_service_user(rabbit, "w1", f"{load.VENV}/python -c " + shlex.quote(
+        "import os, redis; r = redis.Redis.from_url(os.environ['CELERY_RESULT_BACKEND']); "
+        "print(r.llen('embeddings'), r.llen('llm'))"))
+    assert left.split() == ["0", "0"]
 
 
 def test_the_cluster_is_formed_and_a_second_deploy_changes_nothing(rabbit, deployed_rabbit):
@@ -164,8 +194,7 @@ def test_a_redeploy_that_restarts_the_workers_under_load_loses_no_task(rabbit, d
     """A new plan (another concurrency) rolls over the workers while tasks flow: warm
     shutdown, the rest go back to the queue."""
     changed = tmp_path / "inventory_changed.py"
-    changed.write_text(INVENTORY.replace('"broker": "rabbitmq"',
-                                         '"broker": "rabbitmq", "embedding_concurrency": 6'))
+    changed.write_text(inventory_text({**DATA, "embedding_concurrency": 6}))
     outcome = {}
     result = load.under_load(rabbit, WORKERS, "redeploy",
                              lambda: outcome.update(deploy(rabbit, str(changed))))

@@ -28,7 +28,7 @@ REDIS_TRANSPORT_OPTIONS = {
     "unacked_mutex_expire": RESTORE_LOCK_S,
 }
 # RabbitMQ (broker: rabbitmq): the broker returns a consumer's unacknowledged deliveries when
-# its connection drops; quorum queues; publisher confirms (files/celery_fleet_rabbitmq.py
+# its connection drops; quorum queues; publisher confirms (templates/celery_fleet_rabbitmq.py.j2
 # says the same for any application)
 RABBITMQ_SETTINGS = {
     "broker_transport_options": {"confirm_publish": True},
