@@ -172,3 +172,73 @@ def test_the_inference_server_the_plan_runs_is_expected_and_checked():
     units[server].update(ActiveState="failed", SubState="failed")
     assert status.build([broker_host(), reading], fleet_of("w1"))["differences"] == [
         f"w1 {server}: failed (failed), planned to run"]
+
+
+# ---- broker: rabbitmq (issue #14) ---------------------------------------------------------
+
+NODES = ["rabbit@10.0.0.1", "rabbit@10.0.0.2", "rabbit@10.0.0.3"]
+
+
+def rabbit_broker(name, redis=False):
+    plan = plan_host(name, HostFacts(4096, 2), {"broker": "rabbitmq"}, ("broker",))
+    if not redis:
+        from dataclasses import replace
+        plan = replace(plan, redis=None)
+    units = ["rabbitmq-server.service", "celery-fleet-redis-firewall.service"]
+    return status.HostReading(name, ("broker",), plan, units={
+        u: active(u) for u in units + (["redis-server.service"] if redis else [])})
+
+
+def rabbit_queue(name, ready=0, unacked=0, consumers=1, online=NODES):
+    return {"name": name, "type": "quorum", "messages_ready": ready,
+            "messages_unacknowledged": unacked, "consumers": consumers, "members": NODES,
+            "online": online}
+
+
+def rabbit_fleet(running=NODES, alarms=(), queues=None):
+    return {**fleet_of("w1"), "queues": {}, "unacked": None, "redis": None,
+            "rabbitmq_nodes": NODES,
+            "rabbitmq": {"asked": "b1", "running_nodes": running, "alarms": list(alarms),
+                         "queues": queues or [rabbit_queue("embeddings", 5, 3),
+                                              rabbit_queue("llm", 0, 1),
+                                              rabbit_queue("celery_delayed_0", consumers=0),
+                                              rabbit_queue("celery-fleet.dead-letter",
+                                                           consumers=0)]}}
+
+
+def test_a_healthy_rabbitmq_cluster_is_as_planned_and_shows_its_queues():
+    hosts = [rabbit_broker("b1", redis=True), rabbit_broker("b2"), worker_host("w1")]
+    report = status.build(hosts, rabbit_fleet())
+    assert report["differences"] == []
+    assert [(q["queue"], q["waiting"], q["unacked"], q["online"]) for q in report["queues"]] \
+        == [("celery-fleet.dead-letter", 0, 0, 3), ("embeddings", 5, 3, 3), ("llm", 0, 1, 3)]
+    assert report["unacked"] == 4
+    text = status.format_report(report, "now")
+    assert "rabbitmq: 3 of 3 node(s) running (asked b1), alarms: none" in text
+    assert "embeddings: 3 of 3 replicas online, 3 unacknowledged" in text
+
+
+def test_a_lost_node_an_alarm_a_minority_and_dead_letters_are_differences():
+    two = NODES[:2]
+    fleet = rabbit_fleet(running=two, alarms=[{"node": NODES[0], "resource": "memory"}],
+                         queues=[rabbit_queue("embeddings", online=NODES[:1]),
+                                 rabbit_queue("llm", 7, consumers=0, online=two),
+                                 rabbit_queue("celery-fleet.dead-letter", 2, consumers=0)])
+    differences = status.build([rabbit_broker("b1", redis=True), worker_host("w1")],
+                               fleet)["differences"]
+    assert differences[0] == ("rabbitmq node rabbit@10.0.0.3 is not running (asked b1): its "
+                              "queues' replicas wait for it; 2 of 3 run")
+    assert "rabbitmq alarm" in differences[1] and '"memory"' in differences[1]
+    assert any("celery-fleet.dead-letter: 2 task(s) delivered 20 times" in d
+               for d in differences)
+    assert any(d.startswith("queue llm: 7 task(s) waiting and no worker consumes it")
+               for d in differences)
+    assert any(d.startswith("queue embeddings: 1 of 3 replicas online, no majority")
+               for d in differences)
+    # a broker that keeps no Redis is not missing one; a broker that cannot be asked is said
+    assert status.expected_units(rabbit_broker("b2")) == [
+        "celery-fleet-redis-firewall.service", "rabbitmq-server.service"]
+    unasked = {**rabbit_fleet(), "rabbitmq_problem": "no broker was reached"}
+    del unasked["rabbitmq"]
+    assert status.build([worker_host("w1")], unasked)["differences"] == [
+        "rabbitmq cannot be asked: no broker was reached"]
