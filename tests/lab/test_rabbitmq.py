@@ -135,6 +135,29 @@ def test_the_cluster_is_formed_and_a_second_deploy_changes_nothing(rabbit, deplo
     assert again["changed"] == 0, again["output"][-3000:]
 
 
+# Debian 12's own Celery (5.2) on the producer host, a plain app configured from the
+# environment: the settings module declares the fleet's queues as quorum queues for it too
+SUBMIT = r"""
+import json
+from celery import Celery
+app = Celery()
+vector = app.send_task("fleet_worker.tasks.embed", args=[["from the app host"]],
+                       queue="embeddings")
+text = app.send_task("fleet_worker.tasks.generate", args=["from the app host"], queue="llm")
+print(json.dumps([vector.get(timeout=120), text.get(timeout=300)]))
+"""
+
+
+def test_a_producer_with_debians_celery_submits_to_the_quorum_queues(rabbit, deployed_rabbit):
+    rabbit.ssh("app", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install "
+                      "-y -q --no-install-recommends python3-celery python3-redis", timeout=600)
+    out = rabbit.ssh("app", "set -a; . /etc/celery-fleet-client.env; set +a; "
+                            f"python3 -c {shlex.quote(SUBMIT)}", timeout=600).stdout
+    vector, text = json.loads(out.strip().splitlines()[-1])
+    assert vector == [load.FAKE["vector_of"]("from the app host")]
+    assert text == load.FAKE["completion_of"]("from the app host")
+
+
 def test_kill_9_of_workers_under_load_loses_no_task(rabbit, deployed_rabbit, capsys):
     """RabbitMQ hands a consumer's unacknowledged deliveries back the moment its connection
     drops: unlike Redis (a message popped and not yet recorded is gone), nothing is lost."""
