@@ -13,6 +13,7 @@ from pathlib import Path
 import gevent.lock
 from packaging.requirements import InvalidRequirement, Requirement
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.hardware import Cpus, Memory
 
 from . import layout, model_file
@@ -120,7 +121,9 @@ def plan_inventory(inventory, unreachable=frozenset(), with_secrets: bool = Fals
                         None if h in unreachable or not host_roles(h) else detected_facts(h),
                         redis[h.name]["password_digest"] if h.name in redis else None,
                         retired=is_retired(h),
-                        runs_our_redis=h.name in redis and redis[h.name]["ours"])
+                        runs_our_redis=h.name in redis and redis[h.name]["ours"],
+                        runs_rabbitmq=is_retired(h) and h not in unreachable
+                        and "rabbitmq-server" in h.get_fact(DebPackages))
               for h in inventory]
     # a broker whose Redis we could only adopt by losing its data is refused now
     adoption = {name: adoption_problem(name, state) for name, state in redis.items()

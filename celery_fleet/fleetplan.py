@@ -48,6 +48,7 @@ class HostInput:
     redis_password_digest: str | None = None
     retired: bool = False  # in the `retired` group: leaves the fleet (roles/retire.py)
     runs_our_redis: bool = False  # its Redis runs celery-fleet's configuration
+    runs_rabbitmq: bool = False  # rabbitmq-server is installed (asked of retired hosts)
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,12 @@ def retirement_problems(hosts: list[HostInput]) -> list[str]:
                           "every queued task. Move the broker first (another host in brokers, "
                           "deploy, let this Redis drain: redis-cli LLEN on each queue), then "
                           "remove Redis by hand (apt purge redis-server) and retire the host")
+        if host.runs_rabbitmq:
+            errors.append(f"host {host.name!r} runs RabbitMQ: retiring a broker of a cluster is "
+                          "not automated (its queues' replicas live there). Take it out of "
+                          "brokers and deploy, run `rabbitmqctl forget_cluster_node "
+                          "rabbit@ADDRESS` on a live broker, `apt purge rabbitmq-server` on "
+                          "it, then retire it (docs/BROKERS.md)")
     return errors
 
 

@@ -247,3 +247,10 @@ def test_redis_fleets_are_unchanged_by_the_rabbitmq_fields():
     assert planned["w"].rabbitmq is None and planned["w"].broker_url.startswith("redis://")
     assert planned["w"].result_backend_url == planned["w"].broker_url
     assert planned["b"].plan.rabbitmq is None
+
+
+def test_a_retired_host_that_runs_rabbitmq_is_refused_with_the_way_out():
+    old = HostInput("b3", (), {}, "10.0.0.9", FACTS, retired=True, runs_rabbitmq=True)
+    _, errors = plan_fleet([host("b", ["broker"]), host("w", ["llm"]), old])
+    assert len(errors) == 1 and errors[0].startswith("host 'b3' runs RabbitMQ: retiring")
+    assert "rabbitmqctl forget_cluster_node" in errors[0]
