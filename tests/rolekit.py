@@ -274,6 +274,8 @@ def _apply(w: World, operation: str, a: dict, commands: tuple) -> None:
             if wanted is not None:
                 on.add(name) if wanted else on.discard(name)
     for command in (c for c in commands if isinstance(c, str)):  # shell: files it writes
+        if m := re.search(r"apt-get install -y -q (\S+);", command):  # installed unstarted
+            w.packages = w.packages | {m.group(1)}
         if m := re.fullmatch(r"mv (\S+) (\S+)", command):
             w.files[m.group(2)] = w.files.pop(m.group(1))
         if m := re.fullmatch(r"touch (\S+)", command):

@@ -364,3 +364,43 @@ def test_models_no_server_loads_are_removed_and_the_planned_one_kept(first_runs)
     converged(second, w)
     assert [p for p in w.files if p.startswith(layout.MODEL_DIR)] == [planned]
     assert changing(run_role(fleet_host, LLAMACPP_HOST, facts=facts_of(w))) == []
+
+
+# ---- broker: rabbitmq (issue #14) ---------------------------------------------------------
+
+def rabbit(h, address):
+    from celery_fleet.fleetplan import RabbitmqCluster
+
+    data = {"broker": "rabbitmq"}
+    planned = planned_host(8192, 2, roles=h.roles, name=h.name, data=data)
+    return replace(planned, private_address=address, runs_redis=address == "10.0.0.5",
+                   rabbitmq=RabbitmqCluster(("10.0.0.5", "10.0.0.6", "10.0.0.7"), 5672,
+                                            "rabbit-pass-0123456789", "COOKIE0123456789"))
+
+
+def test_a_rabbitmq_broker_and_worker_converge_and_keep_their_secrets_private():
+    seed, other = rabbit(BROKER, "10.0.0.5"), rabbit(BROKER, "10.0.0.6")
+    worker = rabbit(CPU_HOST, "10.0.0.20")
+    for h in (seed, other, worker):
+        first = run_role(fleet_host, h)
+        assert changing(run_role(fleet_host, h, facts=converged(first))) == [], h.name
+    first = run_role(fleet_host, seed)
+    names = changing(first)
+    assert names.index("Install RabbitMQ without starting it (it first starts configured)") \
+        < names.index("Restart RabbitMQ (its configuration changed), one broker at a time")
+    assert "Set up the fleet's vhost, user (no guest) and quorum queue policy" in names
+    assert "Set up the fleet's vhost, user (no guest) and quorum queue policy" not in \
+        changing(run_role(fleet_host, other))  # the cluster's: once, on the first broker
+    files = uploads(first)
+    assert files[layout.RABBITMQ_COOKIE][1].arguments["mode"] == "400"
+    assert files[layout.RABBITMQ_PASSWORD_FILE][1].arguments["mode"] == "600"
+    # no secret on any command line
+    for op in first:
+        for command in (c for c in op.commands if isinstance(c, str)):
+            assert "rabbit-pass" not in command and "COOKIE" not in command, op.name
+    worker_files = uploads(run_role(fleet_host, worker))
+    module = f"{layout.PYTHON_DIR}/{layout.RABBITMQ_CELERY_CONFIG_MODULE}.py"
+    assert "x-queue-type" in worker_files[module][0]
+    on_b2 = changing(run_role(fleet_host, other))
+    assert "Install Redis" not in on_b2 and not any(n.startswith("Configure Redis")
+                                                    for n in on_b2)  # Redis on b1 only

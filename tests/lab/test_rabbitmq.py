@@ -135,6 +135,25 @@ def test_the_cluster_is_formed_and_a_second_deploy_changes_nothing(rabbit, deplo
     assert again["changed"] == 0, again["output"][-3000:]
 
 
+def status_report(lab) -> tuple[int, dict]:
+    from .test_operate import fleet_status
+
+    result = fleet_status(lab, lab.inventory, "--json")
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_fleet_status_knows_the_cluster_its_queues_and_the_workers(rabbit, deployed_rabbit):
+    code, report = status_report(rabbit)
+    assert (code, report["differences"]) == (0, [])
+    assert report["rabbitmq"]["running_nodes"] == sorted(f"rabbit@{rabbit.ip(b)}"
+                                                         for b in BROKERS)
+    queues = {q["queue"]: q for q in report["queues"]}
+    assert queues["embeddings"]["online"] == 3 and queues["embeddings"]["consumers"] == 1
+    units = {(h["name"], r["unit"]) for h in report["hosts"] for r in h["units"]}
+    assert ("b2", "rabbitmq-server.service") in units and ("b2", "redis-server.service") \
+        not in units and ("b1", "redis-server.service") in units
+
+
 # Debian 12's own Celery (5.2) on the producer host, a plain app configured from the
 # environment: the settings module declares the fleet's queues as quorum queues for it too
 SUBMIT = r"""
@@ -187,6 +206,10 @@ def test_a_broker_machine_lost_under_load_loses_no_task_and_rejoins(rabbit, depl
     assert (result.lost, result.wrong) == ([], [])
     others = [b for b in BROKERS if b != victim]
     assert running_nodes(rabbit, others[0]) == sorted(f"rabbit@{rabbit.ip(b)}" for b in others)
+    # fleet status names the lost node (and asks another broker)
+    code, report = status_report(rabbit)
+    assert code == 2 and any(f"rabbitmq node rabbit@{rabbit.ip(victim)} is not running" in d
+                             for d in report["differences"]), report["differences"]
     # the fleet keeps consuming with one broker down
     fresh = load.under_load(rabbit, WORKERS, "one-down", lambda: None, 150, 1)
     assert (fresh.lost, fresh.wrong) == ([], [])
