@@ -74,6 +74,9 @@ def rabbitmq_broker(h: PlannedHost) -> list:
             commands=[" ".join(f"'{a}'" for a in (layout.RABBITMQ_SETUP, "fleet", node,
                                                      *render.rabbitmq_setup_args(h)))],
             _if=any_changed(env, conf, cookie, password)))
+    server.shell(name="Check the cluster: every planned broker runs, no memory or disk alarm",
+                 commands=[" ".join([layout.RABBITMQ_SETUP, "check", node, *cluster.nodes])],
+                 _if=any_changed(env, conf, cookie, password, restart))
     return [env, conf, cookie, password, restart, running, joined, *setup]
 
 

@@ -3,7 +3,8 @@ worker host and a producer host; what the Redis fleet's reliability tests do (te
 test_recovery.py), and the loss of a whole broker machine. Nothing may be lost: every task
 completes with its right result; tasks that ran twice are reported (acks late allows it).
 
-Its own lab (instance "rabbit", 10.77.8.0/24), brought up once for the module.
+Its own lab, brought up once for the module on each release: Debian 12's RabbitMQ 3.10
+(instance "rabbit", 10.77.8.0/24) and Debian 13's 4.0 (instance "rabbit13", 10.77.5.0/24).
 benchmarks/broker_faults.py repeats these faults (10 runs) and prints the counts.
 """
 
@@ -17,13 +18,13 @@ import pytest
 
 from celery_fleet.lab import Lab, parse_hosts
 from celery_fleet.lab import load
-from celery_fleet.lab.pytest_plugin import RunningLab, require_lab
+from celery_fleet.lab.pytest_plugin import RunningLab, lab_suites, require_lab
 
 from .conftest import ROOT, deploy
 
 pytestmark = pytest.mark.lab
 
-INSTANCE, SUBNET = "rabbit", "10.77.8.0/24"
+LABS = {"bookworm": ("rabbit", "10.77.8.0/24"), "trixie": ("rabbit13", "10.77.5.0/24")}
 HOSTS = ("b1:ram=2G,cores=1,roles=broker b2:ram=2G,cores=1,roles=broker "
          "b3:ram=2G,cores=1,roles=broker w1:ram=4G,cores=2,roles=embedding+llm "
          "app:ram=1G,cores=1,roles=client")
@@ -49,10 +50,11 @@ def inventory_text(data: dict) -> str:
     return INVENTORY.replace("DATA", repr(data))
 
 
-@pytest.fixture(scope="module")
-def rabbit(tmp_path_factory):
+@pytest.fixture(scope="module", params=lab_suites())
+def rabbit(request, tmp_path_factory):
     require_lab()
-    lab = Lab(instance=INSTANCE, subnet=SUBNET, suite="bookworm")
+    instance, subnet = LABS[request.param]
+    lab = Lab(instance=instance, subnet=subnet, suite=request.param)
     running = RunningLab(lab, lab.up(parse_hosts(HOSTS)))
     inventory = tmp_path_factory.mktemp("rabbit") / "inventory_rabbitmq.py"
     inventory.write_text(inventory_text(DATA))
