@@ -91,8 +91,11 @@ def build(readings: list[HostReading], fleet: dict, previous: dict | None = None
                 continue
         workers = {w.unit: w for w in layout.planned_workers(reading.plan)} \
             if reading.plan else {}
+        # a unit named only by another's After=/Before= (the firewall's, for both brokers) is
+        # listed "not-found": nothing is there
         for unit in expected_units(reading) + sorted(
-                u for u in reading.units if u not in expected_units(reading)):
+                u for u, state in reading.units.items() if u not in expected_units(reading)
+                and state.get("LoadState") != "not-found"):
             row = _unit_row(reading, unit, workers.get(unit), workers_seen, differences,
                             previous)
             host["units"].append(row)

@@ -28,8 +28,8 @@ from .remote import connect_inventory, run_command
 UNITS_COMMAND = (
     "hostname; units=$(systemctl list-units --all --plain --no-legend 'celery-*' "
     f"'{layout.REDIS_UNIT}' '{layout.RABBITMQ_UNIT}' 2>/dev/null | awk '{{print $1}}'); "
-    'if [ -n "$units" ]; then systemctl show -p Id -p ActiveState -p SubState -p NRestarts '
-    "-p MainPID $units; fi"
+    'if [ -n "$units" ]; then systemctl show -p Id -p LoadState -p ActiveState -p SubState '
+    "-p NRestarts -p MainPID $units; fi"
 )
 PARALLEL_HOSTS = 32
 # broker: rabbitmq: the cluster and the fleet's queues as one broker sees them (as root)

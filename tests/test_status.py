@@ -242,3 +242,15 @@ def test_a_lost_node_an_alarm_a_minority_and_dead_letters_are_differences():
     del unasked["rabbitmq"]
     assert status.build([worker_host("w1")], unasked)["differences"] == [
         "rabbitmq cannot be asked: no broker was reached"]
+
+
+def test_a_unit_only_named_by_another_units_ordering_is_not_shown():
+    """The firewall unit's Before= names both brokers' units: systemd lists the one not
+    installed as not-found."""
+    host = broker_host()
+    host.units["rabbitmq-server.service"] = {"Id": "rabbitmq-server.service",
+                                             "LoadState": "not-found", "ActiveState": "inactive",
+                                             "SubState": "dead", "NRestarts": "0"}
+    report = status.build([host, worker_host()], fleet_of("w1"))
+    assert [r["unit"] for r in report["hosts"][0]["units"]] == [
+        "celery-fleet-redis-firewall.service", "redis-server.service"]
