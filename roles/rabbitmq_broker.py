@@ -31,7 +31,8 @@ POLICY_RC_D = "/usr/sbin/policy-rc.d"
 def rabbitmq_broker(h: PlannedHost) -> list:
     """After the broker's firewall (roles/redis_broker.py): RabbitMQ listens behind it."""
     cluster = h.rabbitmq
-    if "rabbitmq-server" not in host.get_fact(DebPackages):
+    fresh = "rabbitmq-server" not in host.get_fact(DebPackages)
+    if fresh:
         server.shell(name="Install RabbitMQ without starting it (it first starts configured)",
                      commands=[f"printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && "
                                f"chmod 755 {POLICY_RC_D} && apt-get update -qq && "
@@ -55,11 +56,19 @@ def rabbitmq_broker(h: PlannedHost) -> list:
     files.put(name="Install rabbitmq-setup (cluster, vhost, user, policy)",
               src=str(layout.FILES_DIR / "rabbitmq-setup"), dest=layout.RABBITMQ_SETUP,
               mode="755")
-    # one node at a time: the others keep the quorum queues' majority meanwhile (and on the
-    # first start, each node finds those started before it)
-    restart = systemd.service(name="Restart RabbitMQ (its configuration changed), one broker "
-                              "at a time", service=layout.RABBITMQ_UNIT, running=True,
-                              restarted=True, _if=any_changed(env, conf, cookie), _serial=True)
+    if fresh:
+        # every new broker at once: on its first start a node waits for the seed (the first
+        # broker) to join it (RabbitMQ 4: indefinitely), so starting them one after another
+        # could wait on a seed that starts later
+        restart = systemd.service(name="Start RabbitMQ for the first time (the brokers at "
+                                  "once: they form the cluster)", service=layout.RABBITMQ_UNIT,
+                                  running=True)
+    else:
+        # one node at a time: the others keep the quorum queues' majority meanwhile
+        restart = systemd.service(name="Restart RabbitMQ (its configuration changed), one "
+                                  "broker at a time", service=layout.RABBITMQ_UNIT, running=True,
+                                  restarted=True, _if=any_changed(env, conf, cookie),
+                                  _serial=True)
     running = systemd.service(name="Ensure RabbitMQ runs and starts at boot",
                               service=layout.RABBITMQ_UNIT, running=True, enabled=True)
     node, seed = layout.rabbitmq_node(h.private_address), cluster.nodes[0]
