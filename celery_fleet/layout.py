@@ -97,8 +97,9 @@ RABBITMQ_UNIT = "rabbitmq-server.service"  # Debian's
 RABBITMQ_CONF = "/etc/rabbitmq/rabbitmq.conf"
 RABBITMQ_ENV_CONF = "/etc/rabbitmq/rabbitmq-env.conf"
 RABBITMQ_COOKIE = "/var/lib/rabbitmq/.erlang.cookie"  # the nodes of a cluster share it
-# the fleet's password for `rabbitmqctl change_password` on stdin (never on a command line)
-RABBITMQ_PASSWORD_FILE = f"{CONFIG_DIR}/rabbitmq-fleet.password"
+# the fleet's vhost, user (its password as a salted hash), permissions and queue policy, for
+# `rabbitmqctl import_definitions` (readable by the rabbitmq user only: the CLI runs as it)
+RABBITMQ_DEFINITIONS = "/etc/rabbitmq/celery-fleet-definitions.json"
 RABBITMQ_SETUP = f"{HELPER_DIR}/rabbitmq-setup"  # files/rabbitmq-setup: vhost, user, policy
 RABBITMQ_VHOST = "celery-fleet"
 RABBITMQ_USER = "celery-fleet"

@@ -8,6 +8,8 @@ pyinfra.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 
@@ -72,12 +74,33 @@ def rabbitmq_env(h: PlannedHost) -> dict:
     return {"node": layout.rabbitmq_node(h.private_address)}
 
 
-def rabbitmq_setup_args(h: PlannedHost) -> tuple:
-    """files/rabbitmq-setup's arguments: no secret (the password is read from its file)."""
-    queues = _fleet_queues(h)
-    return (layout.RABBITMQ_VHOST, layout.RABBITMQ_USER, layout.RABBITMQ_PASSWORD_FILE,
-            "^(" + "|".join(re.escape(q) for q in queues) + ")$",
-            layout.RABBITMQ_DEAD_LETTER, layout.RABBITMQ_DELIVERY_LIMIT)
+def rabbitmq_definitions(h: PlannedHost) -> str:
+    """The fleet's vhost, user, permissions and quorum queue policy as RabbitMQ definitions
+    (`rabbitmqctl import_definitions`): the password only as its salted SHA-256 hash, and no
+    secret on any command line (rabbitmqctl add_user reads a password from its arguments, or
+    from a terminal: RabbitMQ 4's CLI waits for one on stdin under su)."""
+    pattern = "^(" + "|".join(re.escape(q) for q in _fleet_queues(h)) + ")$"
+    vhost, user = layout.RABBITMQ_VHOST, layout.RABBITMQ_USER
+    return json.dumps({
+        "vhosts": [{"name": vhost}],
+        "users": [{"name": user, "password_hash": rabbitmq_password_hash(h.rabbitmq.password),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}],
+        "permissions": [{"user": user, "vhost": vhost, "configure": ".*", "write": ".*",
+                         "read": ".*"}],
+        # after the delivery limit a message goes to the dead-letter exchange, not away
+        "policies": [{"vhost": vhost, "name": "celery-fleet-quorum", "pattern": pattern,
+                      "apply-to": "queues", "priority": 10,
+                      "definition": {"dead-letter-exchange": layout.RABBITMQ_DEAD_LETTER,
+                                     "delivery-limit": layout.RABBITMQ_DELIVERY_LIMIT}}],
+    }, indent=2, sort_keys=True) + "\n"
+
+
+def rabbitmq_password_hash(password: str) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)), with
+    a 4-byte salt. The salt is derived from the password, so the file (and the deploy) does
+    not change while the password does not."""
+    salt = hashlib.sha256(b"celery-fleet\0" + password.encode()).digest()[:4]
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
 def celery_rabbitmq_settings(h: PlannedHost) -> dict:

@@ -49,10 +49,11 @@ def rabbitmq_broker(h: PlannedHost) -> list:
                        "controller)", src=StringIO(cluster.erlang_cookie),
                        dest=layout.RABBITMQ_COOKIE, user="rabbitmq", group="rabbitmq",
                        mode="400")
-    password = files.put(name="Keep the fleet user's password for rabbitmqctl (0600, root)",
-                         src=StringIO(cluster.password + "\n"),
-                         dest=layout.RABBITMQ_PASSWORD_FILE, user="root", group="root",
-                         mode="600")
+    definitions = files.put(name="Render the fleet's vhost, user (password hashed), "
+                            "permissions and queue policy (0600, rabbitmq)",
+                            src=StringIO(render.rabbitmq_definitions(h)),
+                            dest=layout.RABBITMQ_DEFINITIONS, user="rabbitmq", group="rabbitmq",
+                            mode="600")
     files.put(name="Install rabbitmq-setup (cluster, vhost, user, policy)",
               src=str(layout.FILES_DIR / "rabbitmq-setup"), dest=layout.RABBITMQ_SETUP,
               mode="755")
@@ -80,13 +81,12 @@ def rabbitmq_broker(h: PlannedHost) -> list:
     if node == seed:
         setup.append(server.shell(
             name="Set up the fleet's vhost, user (no guest) and quorum queue policy",
-            commands=[" ".join(f"'{a}'" for a in (layout.RABBITMQ_SETUP, "fleet", node,
-                                                     *render.rabbitmq_setup_args(h)))],
-            _if=any_changed(env, conf, cookie, password)))
+            commands=[f"{layout.RABBITMQ_SETUP} fleet {node} {layout.RABBITMQ_DEFINITIONS}"],
+            _if=any_changed(env, conf, cookie, definitions)))
     server.shell(name="Check the cluster: every planned broker runs, no memory or disk alarm",
                  commands=[" ".join([layout.RABBITMQ_SETUP, "check", node, *cluster.nodes])],
-                 _if=any_changed(env, conf, cookie, password, restart))
-    return [env, conf, cookie, password, restart, running, joined, *setup]
+                 _if=any_changed(env, conf, cookie, definitions, restart))
+    return [env, conf, cookie, definitions, restart, running, joined, *setup]
 
 
 @deploy("RabbitMQ from a worker")

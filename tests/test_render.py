@@ -434,8 +434,22 @@ def test_the_celery_settings_module_declares_the_fleets_queues_as_quorum_queues(
         "celery-fleet-client.env.j2", render.client_env(deploy_of(roles=("client",))))
 
 
-def test_the_rabbitmq_setup_gets_no_secret_on_its_command_line():
-    args = render.rabbitmq_setup_args(rabbit_host())
-    assert args == ("celery-fleet", "celery-fleet", layout.RABBITMQ_PASSWORD_FILE,
-                    "^(embeddings|llm)$", "celery-fleet.dead-letter", 20)
-    assert "rabbit-pass" not in " ".join(map(str, args))
+def test_the_rabbitmq_definitions_hold_the_password_only_as_rabbitmqs_salted_hash():
+    import base64
+    import hashlib
+
+    text = render.rabbitmq_definitions(rabbit_host())
+    definitions = json.loads(text)
+    assert "rabbit-pass" not in text
+    user = definitions["users"][0]
+    raw = base64.b64decode(user["password_hash"])  # salt (4 bytes) + sha256(salt + password)
+    assert raw[4:] == hashlib.sha256(raw[:4] + b"rabbit-pass-0123456").digest()
+    assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+    assert definitions["permissions"] == [{"user": "celery-fleet", "vhost": "celery-fleet",
+                                           "configure": ".*", "write": ".*", "read": ".*"}]
+    policy = definitions["policies"][0]
+    assert (policy["pattern"], policy["apply-to"], policy["definition"]) == (
+        "^(embeddings|llm)$", "queues",
+        {"dead-letter-exchange": "celery-fleet.dead-letter", "delivery-limit": 20})
+    # the same password, the same file: a second deploy changes nothing
+    assert render.rabbitmq_definitions(rabbit_host()) == text

@@ -394,7 +394,8 @@ def test_a_rabbitmq_broker_and_worker_converge_and_keep_their_secrets_private():
         changing(run_role(fleet_host, other))  # the cluster's: once, on the first broker
     files = uploads(first)
     assert files[layout.RABBITMQ_COOKIE][1].arguments["mode"] == "400"
-    assert files[layout.RABBITMQ_PASSWORD_FILE][1].arguments["mode"] == "600"
+    assert files[layout.RABBITMQ_DEFINITIONS][1].arguments["mode"] == "600"
+    assert "rabbit-pass" not in files[layout.RABBITMQ_DEFINITIONS][0]  # only its hash
     # no secret on any command line
     for op in first:
         for command in (c for c in op.commands if isinstance(c, str)):
