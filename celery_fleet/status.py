@@ -38,10 +38,10 @@ class HostReading:
 def expected_units(reading: HostReading) -> list[str]:
     units = []
     if "broker" in reading.roles:
-        units.append(layout.FIREWALL_UNIT)
         # with RabbitMQ, Redis (results) runs on the first broker only
         if reading.plan is None or reading.plan.redis:
             units.append(layout.REDIS_UNIT)
+        units.append(layout.FIREWALL_UNIT)
         if reading.plan and reading.plan.rabbitmq:
             units.append(layout.RABBITMQ_UNIT)
     if reading.plan and layout.planned_workers(reading.plan):

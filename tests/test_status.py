@@ -253,4 +253,4 @@ def test_a_unit_only_named_by_another_units_ordering_is_not_shown():
                                              "SubState": "dead", "NRestarts": "0"}
     report = status.build([host, worker_host()], fleet_of("w1"))
     assert [r["unit"] for r in report["hosts"][0]["units"]] == [
-        "celery-fleet-redis-firewall.service", "redis-server.service"]
+        "redis-server.service", "celery-fleet-redis-firewall.service"]
