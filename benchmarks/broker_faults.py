@@ -4,7 +4,8 @@ prints for each run how many tasks completed, were lost or ran twice. Asserts no
 
     sudo .venv/bin/python benchmarks/broker_faults.py --broker rabbitmq --runs 10
     sudo .venv/bin/python benchmarks/broker_faults.py --broker redis --runs 10
-    ... --fault kill-workers | power-cut-broker | restart-brokers
+    ... --fault kill-workers | power-cut-broker | restart-brokers | none
+    ... --fault none --latency-ms 0   # throughput: the broker and Celery, not the API
 
 Its own lab (instance "faults", 10.77.7.0/24): 1 broker for Redis, 3 for RabbitMQ, a worker
 host (embedding + llm, 2 cores) and a producer host. With Redis, a message a dead worker held
@@ -64,6 +65,8 @@ def fault_of(lab: RunningLab, name: str, brokers: list[str]):
     if name == "power-cut-broker":
         victim = brokers[-1]
         return (lambda: lab.lab.power_cut(victim)), (lambda: lab.lab.power_on(victim))
+    if name == "none":
+        return (lambda: None), None
     if name == "restart-brokers":
         unit = "rabbitmq-server" if len(brokers) > 1 else "redis-server"
         return (lambda: [lab.ssh(b, f"systemctl restart {unit}", timeout=180)
@@ -76,7 +79,10 @@ def main() -> int:
     parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="rabbitmq")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--fault", default="kill-workers",
-                        choices=("kill-workers", "power-cut-broker", "restart-brokers"))
+                        choices=("kill-workers", "power-cut-broker", "restart-brokers",
+                                 "none"))
+    parser.add_argument("--latency-ms", type=int, default=DATA["fake_openai_latency_ms"],
+                        help="the fake API's latency (0: tasks cost the broker and Celery only)")
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
     args = parser.parse_args()
     brokers = 3 if args.broker == "rabbitmq" else 1
@@ -85,8 +91,8 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             inventory = Path(tmp) / "inventory_faults.py"
-            inventory.write_text(INVENTORY.replace("DATA", repr({**DATA,
-                                                                 "broker": args.broker})))
+            inventory.write_text(INVENTORY.replace("DATA", repr({
+                **DATA, "broker": args.broker, "fake_openai_latency_ms": args.latency_ms})))
             deploy(running, str(inventory))
             fault, recover = fault_of(running, args.fault, [f"b{i}" for i in
                                                             range(1, brokers + 1)])
