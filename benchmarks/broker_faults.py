@@ -5,7 +5,7 @@ prints for each run how many tasks completed, were lost or ran twice. Asserts no
     sudo .venv/bin/python benchmarks/broker_faults.py --broker rabbitmq --runs 10
     sudo .venv/bin/python benchmarks/broker_faults.py --broker redis --runs 10
     ... --fault kill-workers | power-cut-broker | restart-brokers | none
-    ... --fault none --latency-ms 0   # throughput: the broker and Celery, not the API
+    ... --fault none --latency-ms 0 --embeddings 2000 --generations 0   # throughput
 
 Its own lab (instance "faults", 10.77.7.0/24): 1 broker for Redis, 3 for RabbitMQ, a worker
 host (embedding + llm, 2 cores) and a producer host. With Redis, a message a dead worker held
@@ -83,6 +83,8 @@ def main() -> int:
                                  "none"))
     parser.add_argument("--latency-ms", type=int, default=DATA["fake_openai_latency_ms"],
                         help="the fake API's latency (0: tasks cost the broker and Celery only)")
+    parser.add_argument("--embeddings", type=int, default=600)
+    parser.add_argument("--generations", type=int, default=6)
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
     args = parser.parse_args()
     brokers = 3 if args.broker == "rabbitmq" else 1
@@ -99,7 +101,7 @@ def main() -> int:
             totals = {"lost": 0, "twice": 0}
             for run in range(1, args.runs + 1):
                 result = load.under_load(running, (WORKER,), f"{args.fault}-{run}", fault,
-                                         timeout=400)
+                                         args.embeddings, args.generations, timeout=400)
                 print(result.line(f"{args.broker} {args.fault} run {run}/{args.runs}"),
                       flush=True)
                 totals["lost"] += len(result.lost) + len(result.wrong)
@@ -107,7 +109,8 @@ def main() -> int:
                 if recover:
                     recover()
                     deploy(running, str(inventory))  # the node is back in the cluster
-            print(f"{args.broker} {args.fault}: {args.runs} runs of 606 tasks: "
+            print(f"{args.broker} {args.fault}: {args.runs} runs of "
+                  f"{args.embeddings + args.generations} tasks: "
                   f"{totals['lost']} lost in all, {totals['twice']} API call(s) made twice")
     finally:
         if not args.keep and os.environ.get("FLEET_LAB_KEEP") != "1":
