@@ -151,8 +151,9 @@ def _rabbitmq(fleet: dict, differences: list[str]) -> dict | None:
     rows = []
     majority = len(nodes) // 2 + 1
     for q in sorted(seen["queues"], key=lambda q: q["name"]):
-        if q["name"].startswith("celery_delayed_"):
-            continue  # Celery's native delayed delivery: shown only when unhealthy
+        if q["name"].startswith(("celery_delayed_", "celeryev.")) or \
+                q["name"].endswith(".pidbox"):
+            continue  # Celery's delayed delivery, events, control: not task queues
         online = len(q.get("online") or []) if q.get("type") == "quorum" else None
         rows.append({"queue": q["name"], "waiting": q["messages_ready"],
                      "unacked": q["messages_unacknowledged"], "consumers": q["consumers"],

@@ -202,6 +202,8 @@ def rabbit_fleet(running=NODES, alarms=(), queues=None):
                          "queues": queues or [rabbit_queue("embeddings", 5, 3),
                                               rabbit_queue("llm", 0, 1),
                                               rabbit_queue("celery_delayed_0", consumers=0),
+                                              rabbit_queue("embedding-1@w1.celery.pidbox"),
+                                              rabbit_queue("celeryev.1234"),
                                               rabbit_queue("celery-fleet.dead-letter",
                                                            consumers=0)]}}
 
