@@ -47,13 +47,15 @@ lab-status: setup
 down: setup
 	$(BIN)/fleet lab down
 
-# every test: pure ones (seconds) and the lab ones on Debian 12 and 13 (real hosts; about 30
-# minutes on 2 cores, FLEET_LAB_SUITES=bookworm for one release)
+# every test: pure ones (seconds) and the lab ones on Debian 12 and 13 (real hosts), the two
+# releases at once in two pytest-xdist workers (docs/TESTS.md: minutes, measured);
+# FLEET_LAB_SUITES=bookworm for one release. At the end: where the time went.
+TEST_WORKERS ?= 2
 test: packages setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-pure: setup
-	$(BIN)/pytest -m "not lab"
+	$(BIN)/pytest -m "not lab" -n $(TEST_WORKERS)
 
 # the sizing proof: real workers against the fake backend (about 5 minutes)
 bench: setup

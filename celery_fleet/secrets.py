@@ -88,7 +88,16 @@ def read_or_create(secrets_dir: str, name: str, may_create: bool = True) -> str 
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     value = secrets.token_urlsafe(PASSWORD_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
+    # written whole beside it, then linked in place: two controllers (or two test runs)
+    # making the same secret at once both end with the one that was linked first
+    partial = directory / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value + "\n")
+        os.link(partial, path)
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        partial.unlink()
     return value

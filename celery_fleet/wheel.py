@@ -7,6 +7,7 @@ A deploy with unchanged sources uploads nothing and reinstalls nothing.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -84,12 +86,25 @@ def build_requirement_wheel(requirement: str, cmake_args: str, build_dir: Path) 
                        env=dict(os.environ, CMAKE_ARGS=cmake_args))
 
 
+@contextmanager
+def _locked_directory(path: Path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _built_once(out: Path, pip_args: list[str], what: str, env: dict | None = None) -> Path:
-    with _BUILDING:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one build at a time in this process (_BUILDING) and across processes (a lock on the
+    # cache directory: two deploys at once, such as both Debian releases' test labs, build
+    # it once and the second takes the first's wheel)
+    with _BUILDING, _locked_directory(out.parent):
         wheels = sorted(out.glob("*.whl"))
         if wheels:
             return wheels[0]
-        out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".building-", dir=out.parent))
         try:
             result = subprocess.run(

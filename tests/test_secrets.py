@@ -85,3 +85,14 @@ def test_a_password_with_url_characters_reaches_redis_quoted():
     url = layout.redis_url("p@ss/w#rd%?-0123456789", "10.0.0.5", 6379)
     assert url == "redis://:p%40ss%2Fw%23rd%25%3F-0123456789@10.0.0.5:6379/0"
     assert url_to_parts(url).password == "p@ss/w#rd%?-0123456789"  # what Celery connects with
+
+
+def test_a_secret_made_by_another_controller_meanwhile_is_the_one_kept(tmp_path, monkeypatch):
+    """Two deploys make the same secret at once (two controllers, both releases' test labs):
+    the one that saw no file yet takes the other's instead of failing or writing its own."""
+    (tmp_path / "broker.redis_password").write_text("made-by-the-other\n")
+    real_exists = type(tmp_path).exists
+    monkeypatch.setattr(type(tmp_path), "exists", lambda p: False if p.name ==
+                        "broker.redis_password" else real_exists(p))  # it looked just before
+    assert read_or_create(str(tmp_path), "broker.redis_password") == "made-by-the-other"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broker.redis_password"]

@@ -1,6 +1,8 @@
 """The worker application's wheel: built once per source, safely from parallel deploys."""
 
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -27,6 +29,40 @@ def test_parallel_builds_of_one_source_give_one_wheel(tmp_path):
     assert errors == []
     assert len(set(results)) == 1 and results[0].name.startswith("celery_fleet_worker-")
     assert list((tmp_path / "out").iterdir()) == [results[0].parent]  # no staging left
+
+
+# build_wheel in a process of its own, noting each `pip wheel` it runs in a file
+COUNTING_BUILD = """
+import sys
+from pathlib import Path
+from celery_fleet import wheel
+run = wheel.subprocess.run
+def counted(args, **kwargs):
+    with open(sys.argv[3], "a") as runs:
+        runs.write("pip wheel\\n")
+    return run(args, **kwargs)
+wheel.subprocess.run = counted
+print(wheel.build_wheel(Path(sys.argv[1]), Path(sys.argv[2])))
+"""
+
+
+def test_two_controllers_building_one_source_at_once_build_it_once(tmp_path):
+    """Two processes (two deploys at once: both releases' test labs) wait for each other's
+    build instead of both building and racing to move it in place."""
+    source = tmp_path / "worker"
+    shutil.copytree(WORKER, source, ignore=shutil.ignore_patterns("build", "*.egg-info",
+                                                                  "__pycache__"))
+    builds_run = tmp_path / "pip-wheel-runs"
+    builds = [subprocess.Popen([sys.executable, "-c", COUNTING_BUILD, str(source),
+                                str(tmp_path / "out"), str(builds_run)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    outputs = [build.communicate(timeout=300) for build in builds]
+    assert [build.returncode for build in builds] == [0, 0], outputs
+    wheels = {Path(out.strip()) for out, _ in outputs}
+    assert len(wheels) == 1
+    assert builds_run.read_text().count("pip wheel") == 1  # the second took the first's
+    assert list((tmp_path / "out").iterdir()) == [next(iter(wheels)).parent]
 
 
 def test_an_application_with_its_own_build_backend_builds(tmp_path):

@@ -95,9 +95,10 @@ class Image:
         started = time.monotonic()
         say(f"building the host image (debootstrap {self.suite}, about a minute) into "
             f"{self.cache_dir}")
-        debs = self.cache_dir / "debs"
+        # each release its own: both releases' images may be built at once (make test)
+        debs = self.cache_dir / f"debs-{self.suite}"
         debs.mkdir(exist_ok=True)
-        log = self.cache_dir / "debootstrap.log"
+        log = self.cache_dir / f"debootstrap-{self.suite}.log"
         returncode, lines = run_streaming(
             ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
              f"--cache-dir={debs}", self.suite, str(rootfs), self.mirror],

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from celery_fleet.lab.pytest_plugin import phase
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXEC = "/usr/local/lib/celery-fleet/env-exec /etc/celery-fleet/embedding-worker.env"
 VENV = "/opt/celery-fleet/venv/bin"
@@ -47,7 +49,8 @@ def deploy(lab, inventory="inventory/lab.py", *options: str, env: dict | None = 
 
 @pytest.fixture(scope="session")
 def deployed(lab):
-    return deploy(lab)
+    with phase(lab.suite, f"{lab.instance}: first deploy"):
+        return deploy(lab)
 
 
 def as_service_user(lab, host, command, timeout=60, stdin: str = ""):

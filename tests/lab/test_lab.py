@@ -12,6 +12,7 @@ import pytest
 
 from celery_fleet.lab import DEFAULT_HOSTS_SPEC, Lab, parse_hosts
 from celery_fleet.lab.host import cgroup_pids, nspawn_pid
+from celery_fleet.lab.pytest_plugin import lab_for
 from celery_fleet.lab.system import wait_for
 
 from .footprint import machine_footprint
@@ -134,7 +135,8 @@ def _lab_python(*args):
 
 
 def test_down_leaves_nothing_behind_and_spares_other_labs(lab, tmp_path):
-    other = Lab("tdown", subnet="10.77.2.0/24", say=lambda _: None)
+    instance, subnet = lab_for(lab.suite, "down")
+    other = Lab(instance, subnet=subnet, say=lambda _: None)
     other.down()  # what a run that failed half-way may have left (a CI run did)
     before = machine_footprint(other.dir)
     survivors = {n: cgroup_pids(lab.instance, n) for n in lab.names}
@@ -149,25 +151,27 @@ def test_down_leaves_nothing_behind_and_spares_other_labs(lab, tmp_path):
 
 
 def test_down_cleans_up_after_a_crashed_up(lab):
-    crash = Lab("tcrash", subnet="10.77.3.0/24", say=lambda _: None)
+    instance, subnet = lab_for(lab.suite, "crash")
+    crash = Lab(instance, subnet=subnet, say=lambda _: None)
     crash.down()  # what a run that failed half-way may have left
     before = machine_footprint(crash.dir)
     try:
-        _crash_up_then_down(crash, before)
+        _crash_up_then_down(crash, subnet, before)
     finally:
         crash.down()  # a no-op when the test passed
 
 
-def _crash_up_then_down(crash: Lab, before: dict) -> None:
-    up = subprocess.Popen(_lab_python("--instance", "tcrash", "up", "--subnet", "10.77.3.0/24",
-                                      "--hosts", "c1:ram=1G,cores=1 c2:ram=1G,cores=1"),
+def _crash_up_then_down(crash: Lab, subnet: str, before: dict) -> None:
+    up = subprocess.Popen(_lab_python("--instance", crash.instance, "up", "--subnet",
+                                      subnet, "--hosts",
+                                      "c1:ram=1G,cores=1 c2:ram=1G,cores=1"),
                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # kill it while it is booting hosts: a container running, no state file written yet or so
-    assert wait_for(lambda: cgroup_pids("tcrash", "c1") or up.poll() is not None, 60)
+    assert wait_for(lambda: cgroup_pids(crash.instance, "c1") or up.poll() is not None, 60)
     up.send_signal(signal.SIGKILL)
     up.wait()
     crash.state_path.unlink(missing_ok=True)  # a crash may also lose the state file
-    down = subprocess.run(_lab_python("--instance", "tcrash", "down"), cwd=ROOT,
+    down = subprocess.run(_lab_python("--instance", crash.instance, "down"), cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     assert "c1" in down.stdout

@@ -4,27 +4,24 @@ test_recovery.py), and the loss of a whole broker machine. Nothing may be lost: 
 completes with its right result; tasks that ran twice are reported (acks late allows it).
 
 Its own lab, brought up once for the module on each release: Debian 12's RabbitMQ 3.10
-(instance "rabbit", 10.77.8.0/24) and Debian 13's 4.0 (instance "rabbit13", 10.77.5.0/24).
+(instance "rabbit") and Debian 13's 4.0 (instance "rabbit13"): TEST_LABS in the lab plugin.
 benchmarks/broker_faults.py repeats these faults (10 runs) and prints the counts.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 
 import pytest
 
-from celery_fleet.lab import Lab, parse_hosts
 from celery_fleet.lab import load
-from celery_fleet.lab.pytest_plugin import RunningLab, lab_suites, require_lab
+from celery_fleet.lab.pytest_plugin import bring_up, lab_suites, phase, take_down
 
 from .conftest import ROOT, deploy
 
 pytestmark = pytest.mark.lab
 
-LABS = {"bookworm": ("rabbit", "10.77.8.0/24"), "trixie": ("rabbit13", "10.77.5.0/24")}
 HOSTS = ("b1:ram=2G,cores=1,roles=broker b2:ram=2G,cores=1,roles=broker "
          "b3:ram=2G,cores=1,roles=broker w1:ram=4G,cores=2,roles=embedding+llm "
          "app:ram=1G,cores=1,roles=client")
@@ -52,16 +49,12 @@ def inventory_text(data: dict) -> str:
 
 @pytest.fixture(scope="module", params=lab_suites())
 def rabbit(request, tmp_path_factory):
-    require_lab()
-    instance, subnet = LABS[request.param]
-    lab = Lab(instance=instance, subnet=subnet, suite=request.param)
-    running = RunningLab(lab, lab.up(parse_hosts(HOSTS)))
+    running = bring_up(request.param, "rabbit", HOSTS)
     inventory = tmp_path_factory.mktemp("rabbit") / "inventory_rabbitmq.py"
     inventory.write_text(inventory_text(DATA))
     running.inventory = str(inventory)
     yield running
-    if os.environ.get("FLEET_LAB_KEEP") != "1":
-        lab.down()
+    take_down(running)
 
 
 REDIS_FIRST = INVENTORY.replace("globals().update(_groups)", """
@@ -76,7 +69,8 @@ def deployed_rabbit(rabbit, tmp_path_factory):
     with broker: rabbitmq (three brokers). The deploy moves the tasks Redis held."""
     redis_inventory = tmp_path_factory.mktemp("redis") / "inventory_redis_first.py"
     redis_inventory.write_text(REDIS_FIRST.replace("DATA", repr({**DATA, "broker": "redis"})))
-    deploy(rabbit, str(redis_inventory))
+    with phase(rabbit.suite, f"{rabbit.instance}: first deploy (Redis)"):
+        deploy(rabbit, str(redis_inventory))
     rabbit.ssh("w1", "systemctl stop celery-worker")
     ids = load.submit(rabbit, "w1", "queued-in-redis", 40, 2)
     result = deploy(rabbit, rabbit.inventory)
