@@ -47,10 +47,10 @@ lab-status: setup
 down: setup
 	$(BIN)/fleet lab down
 
-# every test: pure ones (seconds) and the lab ones on Debian 12 and 13 (real hosts), the two
-# releases at once in two pytest-xdist workers (docs/TESTS.md: minutes, measured);
+# every test: pure ones (seconds) and the lab ones on Debian 12 and 13 (real hosts), at once in
+# pytest-xdist workers: one a release, one for the pure tests (docs/TESTS.md, measured);
 # FLEET_LAB_SUITES=bookworm for one release. At the end: where the time went.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: packages setup
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 

@@ -6,12 +6,16 @@ import runpy
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from celery_fleet import layout
 from celery_fleet.lab.pytest_plugin import phase
+from celery_fleet.wheel import (build_requirement_wheel, missing_compile_tools,
+                                requirement_wheel_dir)
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXEC = "/usr/local/lib/celery-fleet/env-exec /etc/celery-fleet/embedding-worker.env"
@@ -45,6 +49,23 @@ def deploy(lab, inventory="inventory/lab.py", *options: str, env: dict | None = 
     return {"output": output, "operations": int(total.group(1)),
             "changed": count(total.group(2)), "errors": count(total.group(3)),
             "unchanged": count(total.group(4))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def llama_wheel_built_meanwhile(request):
+    """llama.cpp's wheel takes minutes to compile on the controller (213 s on 2 cores) and
+    test_inference's first deploy needs it: built in the background from the session's start,
+    while the labs boot and deploy (their hosts wait on apt and pip), instead of in that
+    deploy. The deploy takes it from the cache (wheel.py's lock waits for a build under way).
+    Only where test_inference runs and the wheel is not cached yet."""
+    wanted = any(item.nodeid.startswith("tests/lab/test_inference.py")
+                 for item in request.session.items)
+    cache = requirement_wheel_dir(layout.LLAMACPP_REQUIREMENT, layout.LLAMACPP_CMAKE_ARGS,
+                                  layout.SERVER_WHEEL_CACHE)
+    if wanted and not missing_compile_tools(cache) and not any(cache.glob("*.whl")):
+        threading.Thread(target=build_requirement_wheel, daemon=True, name="llama-wheel",
+                         args=(layout.LLAMACPP_REQUIREMENT, layout.LLAMACPP_CMAKE_ARGS,
+                               layout.SERVER_WHEEL_CACHE)).start()
 
 
 @pytest.fixture(scope="session")
