@@ -125,29 +125,6 @@ print(json.dumps([AsyncResult(i, app=app).get(timeout=TIMEOUT) for i in ids]))
 """
 
 
-COLLECT_BY_DEADLINE = r"""
-import json, sys, time
-from celery.exceptions import TimeoutError
-from celery.result import AsyncResult
-from fleet_worker.app import app
-ids, deadline, values = json.load(sys.stdin), time.monotonic() + TIMEOUT, []
-for i in ids:
-    try:
-        values.append(AsyncResult(i, app=app).get(timeout=max(deadline - time.monotonic(), 1)))
-    except TimeoutError:
-        values.append(None)
-print(json.dumps(values))
-"""
-
-
-def collect_by_deadline(lab, ids: list[str], timeout: int) -> list:
-    """The results of these tasks, None for those without one once timeout has passed."""
-    script = COLLECT_BY_DEADLINE.replace("TIMEOUT", str(timeout))
-    out = as_service_user(lab, "cpu-small", f"{VENV}/python -c {shlex.quote(script)}",
-                          timeout=timeout + len(ids) + 120, stdin=json.dumps(ids))
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def collect(lab, ids: list[str], timeout: int) -> list:
     """The results of these tasks, waiting up to timeout for each."""
     script = COLLECT.replace("TIMEOUT", str(timeout))

@@ -8,28 +8,20 @@ another only once visibility_timeout has passed (4 x 10 s + 60 s = 100 s instead
 """
 
 import json
-import shlex
 import time
 
 import pytest
 
-from .conftest import (FAKE, ROOT, VENV, as_service_user, collect, collect_by_deadline,
-                       deploy, lab_inventory_with, redis)
+from celery_fleet.lab import load
+from celery_fleet.lab.load import expected, main_pid
+
+from .conftest import ROOT, VENV, as_service_user, collect, deploy, lab_inventory_with, redis
 
 WORKER_HOSTS = ("cpu-small", "gpu-box")
 SHORT_LIMITS = {"embedding_task_time_limit_s": 10, "llm_task_time_limit_s": 40,
                 # slow enough that tasks are surely running when the fault strikes
                 "fake_openai_latency_ms": 400, "fake_openai_completion_cpu_ms": 3000}
 VISIBILITY_S = 4 * 10 + 60
-
-SUBMIT = r"""
-import json
-from fleet_worker.tasks import embed, generate
-ids = [embed.delay([f"TAG {i}"]).id for i in range(EMBEDDINGS)]
-ids += [generate.delay(f"TAG {i}").id for i in range(GENERATIONS)]
-print(json.dumps(ids))
-"""
-
 
 @pytest.fixture(scope="module")
 def short_limits(lab, deployed, tmp_path_factory):
@@ -48,39 +40,15 @@ def short_limits(lab, deployed, tmp_path_factory):
 
 def served(lab) -> dict:
     """API calls the fake backends answered so far, over the worker hosts."""
-    total = {"texts": 0, "completions": 0}
-    for host in WORKER_HOSTS:
-        out = lab.ssh(host, "python3 -c 'import urllib.request; print(urllib.request.urlopen("
-                            "\"http://127.0.0.1:8080/admin/stats\", timeout=10).read().decode())'")
-        stats = json.loads(out.stdout)
-        for key in total:
-            total[key] += stats[key]
-    return total
+    return load.served(lab, WORKER_HOSTS)
 
 
 def submit(lab, tag: str, embeddings: int, generations: int) -> list[str]:
-    script = (SUBMIT.replace("TAG", tag).replace("EMBEDDINGS", str(embeddings))
-              .replace("GENERATIONS", str(generations)))
-    out = as_service_user(lab, "cpu-small", f"{VENV}/python -c {shlex.quote(script)}",
-                          timeout=120)
-    return json.loads(out.strip().splitlines()[-1])
+    return load.submit(lab, "cpu-small", tag, embeddings, generations)
 
 
-def expected(tag: str, embeddings: int, generations: int) -> list:
-    return ([[FAKE["vector_of"](f"{tag} {i}")] for i in range(embeddings)]
-            + [FAKE["completion_of"](f"{tag} {i}") for i in range(generations)])
-
-
-def wait_until_busy(lab, before: dict, texts: int, completions: int, timeout: float = 60):
-    """Until the fleet has served this many more calls: tasks are flowing."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = served(lab)
-        if (now["texts"] - before["texts"] >= texts
-                and now["completions"] - before["completions"] >= completions):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"tasks did not start within {timeout} s")
+def wait_until_busy(lab, before: dict, texts: int, completions: int) -> None:
+    load.wait_until_busy(lab, WORKER_HOSTS, before, texts, completions)
 
 
 def report(capsys, what: str, tasks: int, before: dict, after: dict, embeddings: int,
@@ -91,10 +59,6 @@ def report(capsys, what: str, tasks: int, before: dict, after: dict, embeddings:
         print(f"\n    {what}: {tasks - lost} of {tasks} tasks completed in {seconds:.0f} s, "
               f"{again} API call(s) made twice (acks_late)")
     return again
-
-
-def main_pid(lab, host: str, unit: str) -> int:
-    return int(lab.ssh(host, f"systemctl show -p MainPID --value {unit}").stdout)
 
 
 def restarts(lab, host: str, unit: str) -> int:
@@ -119,7 +83,7 @@ def test_kill_9_of_workers_loses_no_task_they_had_taken(lab, short_limits, capsy
         lab.ssh(host, f"kill -9 {main_pid(lab, host, unit)}")
     unacked = int(redis(lab, "ZCARD", "unacked_index"))
 
-    values = collect_by_deadline(lab, ids, timeout=VISIBILITY_S + 200)
+    values = load.results_by_deadline(lab, "cpu-small", ids, timeout=VISIBILITY_S + 200)
 
     want = expected("killed", embeddings, generations)
     lost = [i for i, value in enumerate(values) if value is None]
