@@ -23,23 +23,13 @@ import tempfile
 from pathlib import Path
 
 from celery_fleet.lab import Lab, load, parse_hosts
+from celery_fleet.lab.inventory import inventory_text
 from celery_fleet.lab.pytest_plugin import RunningLab
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = "w1"
 DATA = {"fake_openai_latency_ms": 400, "fake_openai_completion_cpu_ms": 3000,
         "embedding_task_time_limit_s": 10, "llm_task_time_limit_s": 40}
-INVENTORY = """
-import os
-from celery_fleet.lab import Lab
-from celery_fleet.lab.inventory import inventory_groups
-
-_groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
-for _hosts in _groups.values():
-    for _name, _data in _hosts:
-        _data.update(DATA)
-globals().update(_groups)
-"""
 
 
 def hosts_spec(brokers: int) -> str:
@@ -93,8 +83,8 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             inventory = Path(tmp) / "inventory_faults.py"
-            inventory.write_text(INVENTORY.replace("DATA", repr({
-                **DATA, "broker": args.broker, "fake_openai_latency_ms": args.latency_ms})))
+            inventory.write_text(inventory_text({**DATA, "broker": args.broker,
+                                                 "fake_openai_latency_ms": args.latency_ms}))
             deploy(running, str(inventory))
             fault, recover = fault_of(running, args.fault, [f"b{i}" for i in
                                                             range(1, brokers + 1)])

@@ -10,7 +10,7 @@ import pytest
 
 from celery_fleet.lab import fake_nvidia_smi
 from celery_fleet.lab.host import cpu_online, fake_meminfo, gpu_config
-from celery_fleet.lab.inventory import inventory_groups
+from celery_fleet.lab.inventory import inventory_groups, inventory_text
 from celery_fleet.lab.spec import DEFAULT_HOSTS_SPEC, HostSpec, parse_hosts, place_hosts
 
 REAL_MEMINFO = """MemTotal:       24634056 kB
@@ -95,3 +95,24 @@ def test_inventory_groups_follow_roles_and_pin_host_keys():
     assert data["ssh_hostname"] == "10.77.0.13" and data["ssh_user"] == "deploy"
     assert data["ssh_strict_host_key_checking"] == "yes" and data["ssh_known_hosts_file"] == "/kh"
     assert data["_sudo"] is True and data["lab_gpu_vram_mb"] == [24576]
+
+
+def test_an_inventory_with_overrides_sets_them_where_asked_and_keeps_the_brokers_named(
+        tmp_path, monkeypatch):
+    hosts = place_hosts(parse_hosts("b1:ram=1G,cores=1,roles=broker "
+                                    "b2:ram=1G,cores=1,roles=broker w1:ram=2G,cores=1"),
+                        "10.77.9.0/24", "inv")
+    state = {"ssh_key": "/k", "known_hosts": "/kh",
+             "hosts": [{"spec": h.spec.to_dict(), "ip": h.ip} for h in hosts]}
+    # the inventory file as pyinfra runs it, over this state
+    monkeypatch.setenv("FLEET_LAB_INSTANCE", "inv")
+    monkeypatch.setattr("celery_fleet.lab.Lab.load_state", lambda self: state)
+    namespace: dict = {}
+    exec(inventory_text({"broker": "redis"}, {"w1": {"flower": True}}, brokers=["b1"]),
+         namespace)
+    assert [n for n, _ in namespace["brokers"]] == ["b1"]
+    worker = dict(namespace["embedding_workers"])["w1"]
+    assert worker["broker"] == "redis" and worker["flower"] is True
+    assert worker["fake_openai_backend"] is True  # the lab's own data stays
+    assert dict(namespace["brokers"])["b1"]["broker"] == "redis"
+    assert "flower" not in dict(namespace["brokers"])["b1"]

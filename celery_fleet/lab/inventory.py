@@ -55,3 +55,31 @@ def inventory_groups(state: dict) -> dict[str, list[tuple[str, dict]]]:
         for group in spec.groups:
             groups[group].append((spec.name, data))
     return groups
+
+
+def overridden_groups(state: dict, every_host: dict, by_host: dict[str, dict],
+                      brokers: list[str] | None = None) -> dict[str, list[tuple[str, dict]]]:
+    """inventory_groups with host data overridden: every_host's values on each host, then
+    by_host's on the hosts it names; brokers (names) keeps only those in the brokers group."""
+    groups = inventory_groups(state)
+    for hosts in groups.values():
+        for name, data in hosts:
+            data.update(every_host)
+            data.update(by_host.get(name, {}))
+    if brokers is not None:
+        groups["brokers"] = [h for h in groups["brokers"] if h[0] in brokers]
+    return groups
+
+
+def inventory_text(every_host: dict | None = None, by_host: dict[str, dict] | None = None,
+                   brokers: list[str] | None = None) -> str:
+    """A pyinfra inventory file of the running lab (FLEET_LAB_INSTANCE) with host data
+    overridden (overridden_groups): what the tests and benchmarks deploy with other settings."""
+    return f"""# a lab inventory with host data overridden (celery_fleet/lab/inventory.py)
+import os
+from celery_fleet.lab import Lab
+from celery_fleet.lab.inventory import overridden_groups
+
+globals().update(overridden_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state(),
+                                   {every_host or {}!r}, {by_host or {}!r}, {brokers!r}))
+"""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from celery_fleet import layout
+from celery_fleet.lab.inventory import inventory_text
 from celery_fleet.lab.pytest_plugin import phase
 from celery_fleet.wheel import (build_requirement_wheel, missing_compile_tools,
                                 requirement_wheel_dir)
@@ -102,17 +103,7 @@ def redis(lab, *command: str) -> str:
 def lab_inventory_with(tmp_path, overrides: dict) -> str:
     """An inventory of the test lab with host data overridden: {host: {key: value}}."""
     path = tmp_path / "inventory_with_overrides.py"
-    path.write_text(f"""
-import os
-from celery_fleet.lab import Lab
-from celery_fleet.lab.inventory import inventory_groups
-
-_groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
-for _hosts in _groups.values():
-    for _name, _data in _hosts:
-        _data.update({overrides!r}.get(_name, {{}}))
-globals().update(_groups)  # brokers, embedding_workers, llm_workers ...
-""")
+    path.write_text(inventory_text(by_host=overrides))
     return str(path)
 
 

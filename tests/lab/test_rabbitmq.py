@@ -16,6 +16,7 @@ import shlex
 import pytest
 
 from celery_fleet.lab import load
+from celery_fleet.lab.inventory import inventory_text
 from celery_fleet.lab.pytest_plugin import bring_up, lab_suites, phase, take_down
 
 from .conftest import ROOT, deploy
@@ -30,21 +31,6 @@ WORKERS = ("w1",)
 DATA = {"broker": "rabbitmq",
         # slow enough that tasks are surely running when the fault strikes
         "fake_openai_latency_ms": 400, "fake_openai_completion_cpu_ms": 3000}
-INVENTORY = """
-import os
-from celery_fleet.lab import Lab
-from celery_fleet.lab.inventory import inventory_groups
-
-_groups = inventory_groups(Lab(os.environ["FLEET_LAB_INSTANCE"]).load_state())
-for _hosts in _groups.values():
-    for _name, _data in _hosts:
-        _data.update(DATA)
-globals().update(_groups)
-"""
-
-
-def inventory_text(data: dict) -> str:
-    return INVENTORY.replace("DATA", repr(data))
 
 
 @pytest.fixture(scope="module", params=lab_suites())
@@ -57,18 +43,13 @@ def rabbit(request, tmp_path_factory):
     take_down(running)
 
 
-REDIS_FIRST = INVENTORY.replace("globals().update(_groups)", """
-_groups["brokers"] = [h for h in _groups["brokers"] if h[0] == "b1"]
-globals().update(_groups)""")
-
-
 @pytest.fixture(scope="module")
 def deployed_rabbit(rabbit, tmp_path_factory):
     """An operator's fleet that ran on Redis switches to RabbitMQ with tasks still queued:
     deployed with Redis on b1 first, its workers stopped, 40 + 2 tasks sent; then deployed
     with broker: rabbitmq (three brokers). The deploy moves the tasks Redis held."""
     redis_inventory = tmp_path_factory.mktemp("redis") / "inventory_redis_first.py"
-    redis_inventory.write_text(REDIS_FIRST.replace("DATA", repr({**DATA, "broker": "redis"})))
+    redis_inventory.write_text(inventory_text({**DATA, "broker": "redis"}, brokers=["b1"]))
     with phase(rabbit.suite, f"{rabbit.instance}: first deploy (Redis)"):
         deploy(rabbit, str(redis_inventory))
     rabbit.ssh("w1", "systemctl stop celery-worker")
