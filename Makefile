@@ -48,9 +48,10 @@ down: setup
 	$(BIN)/fleet lab down
 
 # every test: pure ones (seconds) and the lab ones on Debian 12 and 13 (real hosts), at once in
-# pytest-xdist workers: one a release, one for the pure tests (docs/TESTS.md, measured);
+# pytest-xdist workers: one a lab (each release's, and the RabbitMQ module's own), one for the
+# pure tests (docs/TESTS.md, measured);
 # FLEET_LAB_SUITES=bookworm for one release. At the end: where the time went.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 5
 test: packages setup
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 

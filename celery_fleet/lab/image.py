@@ -9,6 +9,7 @@ reusing a stale one.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -74,6 +75,16 @@ class Image:
         if (self.rootfs / "lib/systemd/systemd").exists():
             return "cached"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # two labs of one release coming up at once (the tests' labs, two `fleet lab up`):
+        # the second waits for the first's image instead of building its own and replacing
+        # the rootfs under the first's hosts
+        with open(self.cache_dir / f".rootfs-{self.key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (self.rootfs / "lib/systemd/systemd").exists():
+                return "cached"
+            return self._unpack_or_build(say)
+
+    def _unpack_or_build(self, say) -> str:
         staging = self.cache_dir / f".staging-{self.key}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()

@@ -157,19 +157,34 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.lab)
 
 
-# A test's release is its lab fixture's parameter, in its id: test_x[bookworm], test_y[1-trixie]
-SUITE_IN_ID = re.compile(rf"\[(?:[^\]]*-)?({'|'.join(SUITES)})(?:-[^\]]*)?\]$")
+# A test's release is its lab fixture's parameter, in its id: test_x[bookworm], test_y[1-trixie];
+# a module with a lab of its own names it after a "+": test_z[bookworm+rabbit] (own_lab_ids)
+LAB_IN_ID = re.compile(rf"\[(?:[^\]]*-)?(({'|'.join(SUITES)})(?:\+\w+)?)(?:-[^\]]*)?\]$")
 
 
 def release_of(nodeid: str) -> str | None:
-    match = SUITE_IN_ID.search(nodeid)
+    match = LAB_IN_ID.search(nodeid)
+    return match[2] if match else None
+
+
+def lab_of(nodeid: str) -> str | None:
+    """The lab a test runs on, as its id names it: "bookworm" (the session's), or
+    "bookworm+rabbit" (its module's own)."""
+    match = LAB_IN_ID.search(nodeid)
     return match[1] if match else None
+
+
+def own_lab_ids(purpose: str):
+    """ids= for a module fixture that brings up a lab of its own, one a release: its tests
+    are scheduled apart from the session lab's, on a worker of their own."""
+    return lambda suite: f"{suite}+{purpose}"
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, where it is installed
 def pytest_xdist_make_scheduler(config, log):
-    """--dist loadgroup: every test of one release goes to one worker, in collection order, so
-    its session and module labs come up once there; the other tests are spread as they come.
+    """--dist loadgroup: every test of one lab goes to one worker, in collection order, so the
+    lab comes up once there and stays up to its last test: each release's session lab, and
+    each module's own lab (own_lab_ids); the other tests are spread as they come.
     (xdist's own loadgroup reads xdist_group marks by renaming node ids, which pytest 9 no
     longer allows: xdist 3.8 sets Node._nodeid, pytest 9 reads Node._id.)"""
     if config.getvalue("dist") != "loadgroup":
@@ -178,7 +193,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ReleaseScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return release_of(nodeid) or nodeid
+            return lab_of(nodeid) or nodeid
 
     return ReleaseScheduling(config, log)
 
@@ -225,7 +240,7 @@ class TimeReport:
         totals = {c: sum(v.get(c, 0) for v in self.modules.values()) for c in columns}
         out.append(f"{'total':<{width}}" + "".join(cell(totals, c) for c in columns))
         out.append(f"wall clock {time.monotonic() - self.started:.0f} s"
-                   + (f" ({self.workers} workers: the releases ran at the same time)"
+                   + (f" ({self.workers} workers: the labs ran at the same time)"
                       if self.workers else ""))
         return out
 

@@ -17,7 +17,7 @@ import pytest
 
 from celery_fleet.lab import load
 from celery_fleet.lab.inventory import inventory_text
-from celery_fleet.lab.pytest_plugin import bring_up, lab_suites, phase, take_down
+from celery_fleet.lab.pytest_plugin import bring_up, lab_suites, own_lab_ids, phase, take_down
 
 from .conftest import ROOT, deploy
 
@@ -33,7 +33,7 @@ DATA = {"broker": "rabbitmq",
         "fake_openai_latency_ms": 400, "fake_openai_completion_cpu_ms": 3000}
 
 
-@pytest.fixture(scope="module", params=lab_suites())
+@pytest.fixture(scope="module", params=lab_suites(), ids=own_lab_ids("rabbit"))
 def rabbit(request, tmp_path_factory):
     running = bring_up(request.param, "rabbit", HOSTS)
     inventory = tmp_path_factory.mktemp("rabbit") / "inventory_rabbitmq.py"
