@@ -160,7 +160,13 @@ def cgroup_dirs(instance: str, name: str) -> list[Path]:
 def create_cgroups(instance: str, name: str, ram_mb: int) -> list[Path]:
     dirs = cgroup_dirs(instance, name)
     for directory in dirs:
-        directory.mkdir(parents=True, exist_ok=True)
+        for attempt in range(5):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                break
+            except FileNotFoundError:  # another lab's down removed the shared parent meanwhile
+                if attempt == 4:
+                    raise
         for limit_file in ("memory.limit_in_bytes", "memory.max"):
             if (directory / limit_file).exists():
                 (directory / limit_file).write_text(str(ram_mb * 2**20))
