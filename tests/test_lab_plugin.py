@@ -58,7 +58,7 @@ def test_each_lab_runs_on_one_worker_and_the_report_says_where_the_time_went(pyt
     assert len(set.union(*workers.values())) == 4, workers  # and not the same one
 
     table = output[output.index("where the time went"):].splitlines()[2:]
-    assert re.match(r"seconds\s+bookworm\s+trixie\s+pure$", table[0]), table
+    assert re.match(r"seconds\s+bookworm\s+trixie\s+other$", table[0]), table
     assert re.match(r"wall clock \d+ s \(5 workers: ", table[-2]), table
     boot = next(line for line in table if "image and boot" in line)
     # each release's boot, in its own column, once (0.2 s: rounded to 0)
@@ -66,6 +66,6 @@ def test_each_lab_runs_on_one_worker_and_the_report_says_where_the_time_went(pyt
         "trixie-lab: image and boot" in boot, table
     assert len([line for line in table if "image and boot" in line]) == 2, table
     module = next(line for line in table if line.startswith("test_fake_labs.py"))
-    assert len(module.split()) == 4, module  # seconds under bookworm, trixie and pure
+    assert len(module.split()) == 4, module  # seconds under bookworm, trixie and other
     own = next(line for line in table if line.startswith("test_own_lab.py"))
     assert len(own.split()) == 3, own  # its own labs' seconds under their releases

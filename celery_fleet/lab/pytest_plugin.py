@@ -45,6 +45,8 @@ TEST_LABS = {
 }
 # the xdist user_properties key that carries a phase's time from a worker to the report
 PHASE = "fleet-phase"
+# the report's column for the tests of no lab (the pure ones) and work for every lab
+OTHER = "other"
 
 
 def lab_suites() -> list[str]:
@@ -220,14 +222,15 @@ class TimeReport:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report) -> None:
-        release = release_of(report.nodeid) or "pure"
+        release = release_of(report.nodeid) or OTHER
         self.modules[report.nodeid.split("::", 1)[0]][release] += report.duration
         for key, (suite, name, seconds) in ((k, v) for k, v in report.user_properties
                                             if k == PHASE):
-            self.phases[f"  {name}"][suite] += seconds
+            # a phase two workers share (the wheel one builds, the other waits for): the longer
+            self.phases[f"  {name}"][suite] = max(self.phases[f"  {name}"][suite], seconds)
 
     def lines(self) -> list[str]:
-        columns = [c for c in (*SUITES, "pure")
+        columns = [c for c in (*SUITES, OTHER)
                    if any(c in by_column for by_column in self.modules.values())]
         rows = sorted(self.modules.items())
         if self.phases:

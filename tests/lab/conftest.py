@@ -14,7 +14,7 @@ import pytest
 
 from celery_fleet import layout
 from celery_fleet.lab.inventory import inventory_text
-from celery_fleet.lab.pytest_plugin import phase
+from celery_fleet.lab.pytest_plugin import OTHER, phase
 from celery_fleet.wheel import (build_requirement_wheel, missing_compile_tools,
                                 requirement_wheel_dir)
 
@@ -64,9 +64,13 @@ def llama_wheel_built_meanwhile(request):
     cache = requirement_wheel_dir(layout.LLAMACPP_REQUIREMENT, layout.LLAMACPP_CMAKE_ARGS,
                                   layout.SERVER_WHEEL_CACHE)
     if wanted and not missing_compile_tools(cache) and not any(cache.glob("*.whl")):
-        threading.Thread(target=build_requirement_wheel, daemon=True, name="llama-wheel",
-                         args=(layout.LLAMACPP_REQUIREMENT, layout.LLAMACPP_CMAKE_ARGS,
-                               layout.SERVER_WHEEL_CACHE)).start()
+        threading.Thread(target=_build_llama_wheel, daemon=True, name="llama-wheel").start()
+
+
+def _build_llama_wheel() -> None:
+    with phase(OTHER, "llama.cpp's wheel, built in the background"):
+        build_requirement_wheel(layout.LLAMACPP_REQUIREMENT, layout.LLAMACPP_CMAKE_ARGS,
+                                layout.SERVER_WHEEL_CACHE)
 
 
 @pytest.fixture(scope="session")
