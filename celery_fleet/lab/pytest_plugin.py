@@ -36,12 +36,13 @@ from . import DEFAULT_HOSTS_SPEC, Lab, parse_hosts, why_unavailable
 from .image import SUITES
 
 # Every lab the tests bring up, by release and purpose: (instance, subnet). Each has its own
-# names and subnet, so both releases' labs run at once and a kept lab of each survives.
+# names and subnet, so both releases' labs run at once and a kept lab of each survives; none
+# takes yours (10.77.0.0/24) nor the benchmarks' (broker_faults 10.77.7.0/24, lab_cycle .9).
 TEST_LABS = {
     "bookworm": {"lab": ("test", "10.77.1.0/24"), "down": ("tdown", "10.77.2.0/24"),
                  "crash": ("tcrash", "10.77.3.0/24"), "rabbit": ("rabbit", "10.77.8.0/24")},
     "trixie": {"lab": ("test13", "10.77.4.0/24"), "down": ("tdown13", "10.77.6.0/24"),
-               "crash": ("tcrash13", "10.77.7.0/24"), "rabbit": ("rabbit13", "10.77.5.0/24")},
+               "crash": ("tcrash13", "10.77.10.0/24"), "rabbit": ("rabbit13", "10.77.5.0/24")},
 }
 # the xdist user_properties key that carries a phase's time from a worker to the report
 PHASE = "fleet-phase"
