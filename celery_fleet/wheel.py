@@ -88,12 +88,13 @@ def build_requirement_wheel(requirement: str, cmake_args: str, build_dir: Path) 
 
 @contextmanager
 def _locked_directory(path: Path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """Holds a POSIX record lock on path/.lock. Not flock(): under pyinfra's gevent, a
+    flock taken before a subprocess ran stayed held after its file was closed (measured:
+    the next build in the same process waited for itself for ever); a record lock belongs
+    to the process, is never inherited by a child and goes with the process."""
+    with open(path / ".lock", "a") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _built_once(out: Path, pip_args: list[str], what: str, env: dict | None = None) -> Path:

@@ -11,6 +11,11 @@ from celery_fleet.wheel import build_wheel
 WORKER = Path(__file__).resolve().parents[1] / "worker"
 
 
+def _entries(build_dir: Path) -> list[Path]:
+    """What a build directory holds beside its lock file: wheels, and staging left behind."""
+    return sorted(p for p in build_dir.iterdir() if p.name != ".lock")
+
+
 def test_parallel_builds_of_one_source_give_one_wheel(tmp_path):
     source = tmp_path / "worker"
     shutil.copytree(WORKER, source, ignore=shutil.ignore_patterns("build", "*.egg-info",
@@ -28,7 +33,7 @@ def test_parallel_builds_of_one_source_give_one_wheel(tmp_path):
     [t.join() for t in threads]
     assert errors == []
     assert len(set(results)) == 1 and results[0].name.startswith("celery_fleet_worker-")
-    assert list((tmp_path / "out").iterdir()) == [results[0].parent]  # no staging left
+    assert _entries(tmp_path / "out") == [results[0].parent]  # no staging left
 
 
 # build_wheel in a process of its own, noting each `pip wheel` it runs in a file
@@ -44,6 +49,24 @@ def counted(args, **kwargs):
 wheel.subprocess.run = counted
 print(wheel.build_wheel(Path(sys.argv[1]), Path(sys.argv[2])))
 """
+
+
+def test_greenlets_of_one_deploy_build_one_after_the_other_without_waiting_for_ever(tmp_path):
+    """pyinfra prepares hosts in greenlets (gevent): the second build of a deploy takes the
+    first's wheel. With flock() it waited for ever: gevent's subprocess left the lock held."""
+    script = ("from gevent import monkey; monkey.patch_all()\n"
+              "import sys, gevent; from pathlib import Path; from celery_fleet import wheel\n"
+              "builds = [gevent.spawn(wheel.build_wheel, Path(sys.argv[1]), Path(sys.argv[2]))"
+              " for _ in range(2)]\n"
+              "gevent.joinall(builds, raise_error=True)\n"
+              "print(*{b.value for b in builds})\n")
+    source = tmp_path / "worker"
+    shutil.copytree(WORKER, source, ignore=shutil.ignore_patterns("build", "*.egg-info",
+                                                                  "__pycache__"))
+    done = subprocess.run([sys.executable, "-c", script, str(source), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(".whl") and len(done.stdout.split()) == 1, done.stdout
 
 
 def test_two_controllers_building_one_source_at_once_build_it_once(tmp_path):
@@ -62,7 +85,7 @@ def test_two_controllers_building_one_source_at_once_build_it_once(tmp_path):
     wheels = {Path(out.strip()) for out, _ in outputs}
     assert len(wheels) == 1
     assert builds_run.read_text().count("pip wheel") == 1  # the second took the first's
-    assert list((tmp_path / "out").iterdir()) == [next(iter(wheels)).parent]
+    assert _entries(tmp_path / "out") == [next(iter(wheels)).parent]
 
 
 def test_an_application_with_its_own_build_backend_builds(tmp_path):

@@ -78,8 +78,8 @@ class Image:
         # two labs of one release coming up at once (the tests' labs, two `fleet lab up`):
         # the second waits for the first's image instead of building its own and replacing
         # the rootfs under the first's hosts
-        with open(self.cache_dir / f".rootfs-{self.key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(self.cache_dir / f".rootfs-{self.key}.lock", "a") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX)  # a record lock: see wheel._locked_directory
             if (self.rootfs / "lib/systemd/systemd").exists():
                 return "cached"
             return self._unpack_or_build(say)
