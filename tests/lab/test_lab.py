@@ -21,10 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {s.name: s for s in parse_hosts(DEFAULT_HOSTS_SPEC)}
 
 
+def failed_units(lab, name: str) -> str:
+    """What made a host's systemd degraded: each failed unit with its last journal lines."""
+    return lab.ssh(name, "for u in $(systemctl --failed --no-legend --plain | cut -d' ' -f1); "
+                         "do systemctl status --no-pager -n 15 $u; done", check=False).stdout
+
+
 def test_each_host_boots_systemd_as_pid_1(lab):
     for name in lab.names:
-        out = lab.ssh(name, "cat /proc/1/comm; systemctl is-system-running").stdout.split()
-        assert out == ["systemd", "running"], name
+        out = lab.ssh(name, "cat /proc/1/comm; systemctl is-system-running", check=False)
+        assert out.stdout.split() == ["systemd", "running"], (name, failed_units(lab, name))
 
 
 def test_each_host_has_its_own_name_and_address_on_the_bridge(lab):
@@ -110,7 +116,8 @@ def test_status_reports_each_host_running_at_its_simulated_size(lab):
     assert set(statuses) == set(EXPECTED)
     for name, spec in EXPECTED.items():
         status = statuses[name]
-        assert (status.process, status.system) == ("running", "running")
+        assert (status.process, status.system) == ("running", "running"), \
+            (name, failed_units(lab, name))
         assert (status.ram_mb, status.cores) == (spec.ram_mb, spec.cores)
     assert statuses["gpu-box"].gpus == "24576"
 
