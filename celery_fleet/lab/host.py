@@ -215,7 +215,10 @@ def boot(instance: str, host: LabHost, root: Path, console: Path, options: list[
 
     command = [
         "systemd-nspawn", "--quiet", "--boot", f"--directory={root}",
-        f"--machine={host.name}", f"--hostname={host.name}",
+        # the machine name keys nspawn's own runtime state (/run/systemd/nspawn/propagate/
+        # NAME): one per lab instance, as the host's netns, so labs running at once that both
+        # have a "broker" never share it; the host still calls itself by its own name
+        f"--machine={host.netns}", f"--hostname={host.name}",
         # both needed where PID 1 is not systemd, else "Failed to open system bus"
         "--register=no", "--keep-unit",
         "--console=read-only", "--resolv-conf=copy-host", "--timezone=off",

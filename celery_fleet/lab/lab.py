@@ -29,8 +29,9 @@ from . import host as hostlib
 from . import network
 from .image import DEFAULT_SUITE, SUITES, Image, machine_mirror
 from .spec import HostSpec, LabHost, SpecError, place_hosts
-from .system import (LabError, LabUnavailable, ensure_host_tools, mounts_under, run, wait_for,
-                     why_unavailable)
+from .system import (INOTIFY_INSTANCES, LAB_INOTIFY_INSTANCES, LabError, LabUnavailable,
+                     ensure_host_tools, mounts_under, raise_machine_setting,
+                     restore_machine_setting, run, wait_for, why_unavailable)
 
 DEFAULT_HOME = "/var/lib/celery-fleet/lab"  # image cache and per-instance state
 DEFAULT_INSTANCE = "lab"
@@ -73,6 +74,7 @@ class Lab:
         self.ssh_key = self.dir / "ssh" / "id_ed25519"
         self.known_hosts = self.dir / "ssh" / "known_hosts"
         self.saved_ip_forward = self.home / "ip_forward.orig"
+        self.saved_inotify_instances = self.home / "inotify_instances.orig"
         self._subnet = subnet
         self._started = time.monotonic()
         self._say = say
@@ -168,6 +170,8 @@ class Lab:
             run(["mount", "-t", "tmpfs", "-o", f"size={HOSTS_TMPFS_SIZE},mode=755",
                  f"celery-fleet-{self.instance}", str(self.hosts_dir)])
         network.ensure_bridge(self.instance, subnet, self.saved_ip_forward)
+        raise_machine_setting(INOTIFY_INSTANCES, LAB_INOTIFY_INSTANCES,
+                              self.saved_inotify_instances)
 
         hosts = place_hosts(specs, subnet, self.instance)
         previous = {h["spec"]["name"]: h for h in (old or {}).get("hosts", [])}
@@ -317,6 +321,8 @@ class Lab:
             run(["umount", mount])
         network.remove_shared(self.instance)
         network.restore_ip_forward(self.saved_ip_forward)
+        if not network.any_lab_bridge():
+            restore_machine_setting(INOTIFY_INSTANCES, self.saved_inotify_instances)
         run(["rm", "-rf", str(self.dir)])
         return names
 

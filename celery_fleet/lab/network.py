@@ -111,11 +111,13 @@ def remove_shared(instance: str) -> None:
     run(["nft", "delete", "table", "ip", nft_table(instance)], check=False)
 
 
+def any_lab_bridge() -> bool:
+    return any(name.startswith("fl") and name.endswith("-br") for name in link_names())
+
+
 def restore_ip_forward(saved_forward: Path) -> None:
     """Put ip_forward back as it was before the first lab, once no lab bridge remains."""
-    if not saved_forward.exists():
-        return
-    if any(name.startswith("fl") and name.endswith("-br") for name in link_names()):
+    if not saved_forward.exists() or any_lab_bridge():
         return
     IP_FORWARD.write_text(saved_forward.read_text())
     saved_forward.unlink()

@@ -117,7 +117,13 @@ def bring_up(suite: str, purpose: str, hosts_spec: str) -> RunningLab:
     instance, subnet = lab_for(suite, purpose)
     lab = Lab(instance=instance, subnet=subnet, suite=suite)
     with phase(suite, f"{instance}: image and boot"):
-        return RunningLab(lab, lab.up(parse_hosts(hosts_spec)))
+        try:
+            return RunningLab(lab, lab.up(parse_hosts(hosts_spec)))
+        except BaseException:
+            # the hosts that did boot go too: no teardown follows a fixture that failed
+            if os.environ.get("FLEET_LAB_KEEP") != "1":
+                lab.down()
+            raise
 
 
 def take_down(running: RunningLab) -> None:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 # command -> Debian package providing it; the lab installs what is missing (issue #2)
 HOST_TOOLS = {
@@ -18,6 +19,15 @@ HOST_TOOLS = {
     "ssh-keygen": "openssh-client",
     "nsenter": "util-linux",
 }
+
+
+# inotify instances every root process on this machine may hold together, the lab's hosts
+# included (no user namespace: each host's systemd, journald, logind and user managers count
+# against the machine's root). The kernel's default, 128, ran out with 4 labs (18 hosts) up at
+# once: a host's systemd failed "to create control group inotify object: Too many open files"
+# (make test, found on the parallel run); 8192 is what container hosts commonly set.
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+LAB_INOTIFY_INSTANCES = 8192
 
 
 class LabError(RuntimeError):
@@ -106,3 +116,19 @@ def mounts_under(path: str) -> list[str]:
         points = [line.split()[4] for line in handle]
     inside = [p for p in points if p == path or p.startswith(path + "/")]
     return sorted(set(inside), key=len, reverse=True)
+
+
+def raise_machine_setting(setting: Path, at_least: int, saved: Path) -> None:
+    """A machine setting (a /proc/sys file) raised to at_least for the labs; the machine's own
+    value remembered once, across instances, to put back when the last lab goes."""
+    current = int(setting.read_text().split()[0])
+    if not saved.exists():
+        saved.write_text(f"{current}\n")
+    if current < at_least:
+        setting.write_text(f"{at_least}\n")
+
+
+def restore_machine_setting(setting: Path, saved: Path) -> None:
+    if saved.exists():
+        setting.write_text(saved.read_text())
+        saved.unlink()

@@ -12,6 +12,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from celery_fleet.lab.system import INOTIFY_INSTANCES
+
 INSTANCE = r"[a-z][a-z0-9]{0,7}"
 # what names a lab instance, in each kind of thing a lab makes
 OWNERS = {
@@ -61,5 +63,6 @@ def machine_footprint(lab_dir: Path) -> dict:
     footprint = {kind: [e for e in entries if _owner(kind, e, lab_home) in (None, instance)]
                  for kind, entries in found.items()}
     footprint["ip_forward"] = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+    footprint["inotify instances"] = INOTIFY_INSTANCES.read_text().strip()
     footprint["lab dir exists"] = lab_dir.exists()
     return footprint
